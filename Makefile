@@ -1,0 +1,54 @@
+# wsedge: see README.md. Every target is safe to run on a fresh machine.
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV ?= .venv
+AUTOBAHN_DIR ?= ../shared/autobahn
+AUTOBAHN_RUN ?= $(AUTOBAHN_DIR)/run
+CONFORMANCE_PORT ?= 9001
+FUZZ_SECS ?= 60
+
+.PHONY: all build release run test test-rust test-python lint fmt conformance bench fuzz fuzz-smoke clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release --bins
+
+## Start the server on 127.0.0.1:8080 from the embedded default config.
+run: release
+	./target/release/wsedge
+
+## Every test: unit, integration, property, Python interop, lint.
+test: lint test-rust test-python
+
+test-rust:
+	$(CARGO) test --all-targets
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q 'websockets>=12,<16'
+
+test-python: $(VENV)/bin/python release
+	$(VENV)/bin/python tests/interop_python.py ./target/release/wsedge
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## RFC 6455 conformance: Autobahn fuzzingclient against /echo (needs ../shared/autobahn).
+conformance: release
+	@test -x $(AUTOBAHN_RUN) || { echo "conformance: $(AUTOBAHN_RUN) not found"; exit 2; }
+	@[ "$(AUTOBAHN_RUN)" != "$(AUTOBAHN_DIR)/run" ] || $(AUTOBAHN_DIR)/setup
+	@set -u; ./target/release/wsedge --listen 127.0.0.1:$(CONFORMANCE_PORT) >/tmp/wsedge-conformance.log 2>&1 & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	  for i in $$(seq 50); do (echo > /dev/tcp/127.0.0.1/$(CONFORMANCE_PORT)) 2>/dev/null && break; sleep 0.1; done; \
+	  AUTOBAHN_EXCLUDE='12.*,13.*' $(AUTOBAHN_RUN) ws://127.0.0.1:$(CONFORMANCE_PORT)/echo
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("wsedge-bench: not built yet");
+}

@@ -1,0 +1,420 @@
+//! Configuration: the [`Config`] tree, its embedded commented default, and
+//! validation with errors that name the file, line and field.
+//!
+//! Pure: this module parses text it is given. Reading files, the environment
+//! and command-line flags is the binary's job.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default configuration file, commented, every field shown.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening and threads.
+    pub server: ServerConfig,
+    /// Which paths serve which behaviour.
+    pub routes: RoutesConfig,
+    /// Frame and message limits.
+    pub websocket: WebSocketLimits,
+    /// Upgrade request limits.
+    pub handshake: HandshakeConfig,
+    /// Heartbeats and timeouts.
+    pub health: HealthConfig,
+    /// Per-connection write queues and the slow-consumer policy.
+    pub write_queue: WriteQueueConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the listeners bind to.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// `[routes]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Path of the echo route; empty disables it.
+    pub echo: String,
+}
+
+/// `[websocket]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketLimits {
+    /// Largest reassembled message, bytes.
+    pub max_message_bytes: usize,
+    /// Largest single frame, bytes.
+    pub max_frame_bytes: usize,
+    /// Subprotocols the server may select, by preference.
+    pub subprotocols: Vec<String>,
+}
+
+/// `[handshake]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandshakeConfig {
+    /// Largest request head, bytes.
+    pub max_request_bytes: usize,
+    /// Accept-to-upgrade deadline, milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// `[health]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Ping after this long without input, milliseconds.
+    pub ping_interval_ms: u64,
+    /// Close after this long without input, milliseconds.
+    pub dead_client_ms: u64,
+    /// Close after this long without a message, milliseconds; 0 = off.
+    pub idle_timeout_ms: u64,
+    /// Wait for the close reply this long, milliseconds.
+    pub close_timeout_ms: u64,
+}
+
+/// What to do when a message would overflow a client's write queue.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with 1008 "slow consumer".
+    Close,
+    /// Drop the message and count it; the connection stays.
+    Drop,
+}
+
+/// `[write_queue]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteQueueConfig {
+    /// Queue limit, bytes.
+    pub max_bytes: usize,
+    /// Stop reading from the client above this, bytes.
+    pub high_water_bytes: usize,
+    /// Overflow policy.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Close a queue that made no progress for this long, milliseconds.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        RoutesConfig {
+            echo: "/echo".into(),
+        }
+    }
+}
+
+impl Default for WebSocketLimits {
+    fn default() -> Self {
+        WebSocketLimits {
+            max_message_bytes: 1 << 20,
+            max_frame_bytes: 1 << 20,
+            subprotocols: Vec::new(),
+        }
+    }
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        HandshakeConfig {
+            max_request_bytes: 8192,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            ping_interval_ms: 25_000,
+            dead_client_ms: 60_000,
+            idle_timeout_ms: 0,
+            close_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for WriteQueueConfig {
+    fn default() -> Self {
+        WriteQueueConfig {
+            max_bytes: 1 << 20,
+            high_water_bytes: 256 << 10,
+            slow_consumer: SlowConsumerPolicy::Close,
+            stall_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A configuration file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `<embedded default>`).
+    pub source_name: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted field path, e.g. `server.workers`, when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source_name)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates TOML text; `source_name` appears in errors.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            let message = e.message().trim().to_string();
+            let field = field_from_message(&message).or_else(|| {
+                e.span()
+                    .map(|span| key_at(text, span.start))
+                    .filter(|k| !k.is_empty())
+            });
+            ConfigError {
+                source_name: source_name.to_string(),
+                line,
+                field,
+                message,
+            }
+        })?;
+        config.validate().map_err(|(field, message)| ConfigError {
+            source_name: source_name.to_string(),
+            line: find_field_line(text, &field),
+            field: Some(field),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Range checks that the types alone cannot express.
+    /// On failure: (dotted field, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
+        if self.server.workers > 1024 {
+            return err(
+                "server.workers",
+                format!("{} is out of range 0..=1024", self.server.workers),
+            );
+        }
+        if !self.routes.echo.is_empty() && !self.routes.echo.starts_with('/') {
+            return err("routes.echo", "a route path must start with '/'".into());
+        }
+        let ws = &self.websocket;
+        if ws.max_frame_bytes == 0 || ws.max_message_bytes == 0 {
+            let f = if ws.max_frame_bytes == 0 {
+                "max_frame_bytes"
+            } else {
+                "max_message_bytes"
+            };
+            return err(&format!("websocket.{f}"), "must be at least 1".into());
+        }
+        if ws.max_message_bytes > 1 << 30 || ws.max_frame_bytes > 1 << 30 {
+            let f = if ws.max_frame_bytes > 1 << 30 {
+                "max_frame_bytes"
+            } else {
+                "max_message_bytes"
+            };
+            return err(&format!("websocket.{f}"), "must be at most 1 GiB".into());
+        }
+        if !(256..=1 << 20).contains(&self.handshake.max_request_bytes) {
+            return err(
+                "handshake.max_request_bytes",
+                format!(
+                    "{} is out of range 256..=1048576",
+                    self.handshake.max_request_bytes
+                ),
+            );
+        }
+        for (field, v) in [
+            ("handshake.timeout_ms", self.handshake.timeout_ms),
+            ("health.ping_interval_ms", self.health.ping_interval_ms),
+            ("health.dead_client_ms", self.health.dead_client_ms),
+            ("health.close_timeout_ms", self.health.close_timeout_ms),
+            (
+                "write_queue.stall_timeout_ms",
+                self.write_queue.stall_timeout_ms,
+            ),
+        ] {
+            if v == 0 {
+                return err(field, "must be at least 1".into());
+            }
+        }
+        let wq = &self.write_queue;
+        if wq.max_bytes < 1024 {
+            return err(
+                "write_queue.max_bytes",
+                format!("{} is below the minimum 1024", wq.max_bytes),
+            );
+        }
+        if wq.high_water_bytes == 0 || wq.high_water_bytes > wq.max_bytes {
+            return err(
+                "write_queue.high_water_bytes",
+                format!(
+                    "{} must be between 1 and max_bytes ({})",
+                    wq.high_water_bytes, wq.max_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Workers to start: the configured count, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.server.workers > 0 {
+            self.server.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+/// A duration from a `_ms` field.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The `key` of the `key = value` line containing `offset`, qualified by its table.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            table = name.trim().to_string();
+        }
+        if offset < pos + line.len() {
+            return match t.split_once('=') {
+                Some((k, _)) if !t.starts_with('#') => qualify(&table, k.trim()),
+                _ => String::new(),
+            };
+        }
+        pos += line.len();
+    }
+    String::new()
+}
+
+fn qualify(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// serde names unknown fields in its message: "unknown field `x`, expected ...".
+fn field_from_message(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// Line where `table.key` is set, for range errors found after parsing.
+fn find_field_line(text: &str, field: &str) -> Option<usize> {
+    let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim() == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_to_the_builtin_defaults() {
+        let c = Config::from_toml(DEFAULT_TOML, "<embedded default>").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\nwrokers = 2\n";
+        let e = Config::from_toml(text, "my.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.field.as_deref(), Some("wrokers"));
+        assert!(e.to_string().starts_with("my.toml:3"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_field() {
+        let text = "[server]\n\nworkers = \"many\"\n";
+        let e = Config::from_toml(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.field.as_deref(), Some("server.workers"));
+    }
+
+    #[test]
+    fn out_of_range_names_line_and_field() {
+        let text = "[write_queue]\nmax_bytes = 4096\nhigh_water_bytes = 8192\n";
+        let e = Config::from_toml(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.field.as_deref(), Some("write_queue.high_water_bytes"));
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml("[health]\nping_interval_ms = 1000\n", "c").unwrap();
+        assert_eq!(c.health.ping_interval_ms, 1000);
+        assert_eq!(c.health.dead_client_ms, 60_000);
+        assert_eq!(c.server, ServerConfig::default());
+    }
+}

@@ -1,0 +1,718 @@
+//! One connection's state machine, sans-IO: bytes and the current tick go in;
+//! output goes into the worker's [`Cork`], and the connection reports its next
+//! deadline and whether it wants to read, write or be dropped.
+//!
+//! Phases: `Handshake` (collecting the HTTP upgrade request) -> `Open`
+//! (tungstenite drives frames) -> `Closing` (we sent a close frame and wait for
+//! the reply) -> `Linger` (output flushes, then the write side shuts down and
+//! input is discarded until EOF) -> `Closed` (the worker drops the socket).
+//!
+//! Memory: an idle open connection holds no tungstenite state and no buffers.
+//! The connection only ever hands tungstenite *whole* frames (it scans frame
+//! headers itself and keeps a partial frame in its own `inbuf`), so after a
+//! burst tungstenite's buffers are empty and the context can be returned to
+//! the worker's pool, unless a fragmented message is half received.
+//!
+//! This module must not touch sockets, `mio` or the clock.
+
+use bytes::Bytes;
+use tungstenite::error::Error as WsError;
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig, WebSocketContext};
+
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::handshake::{self, Limits, Reject};
+use crate::metrics::{CloseReason, Stats};
+use crate::outbox::{Cork, Outbox};
+use crate::stream::MemStream;
+
+/// A deadline that never comes.
+pub const NEVER: u64 = u64::MAX;
+
+/// tungstenite's per-context read chunk. Contexts exist only while a
+/// connection is busy, so this costs nothing per idle connection.
+const CTX_READ_BUFFER: usize = 4096;
+
+/// Contexts kept per worker for reuse.
+const CTX_POOL_MAX: usize = 64;
+
+/// Settings a worker derives once from [`Config`], in ticks where timed.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Handshake parsing limits.
+    pub limits: Limits,
+    /// Path of the echo route, if enabled.
+    pub echo_path: Option<String>,
+    /// Subprotocols the server may select.
+    pub subprotocols: Vec<String>,
+    /// tungstenite configuration for every context.
+    pub ws_config: WebSocketConfig,
+    /// Largest frame accepted, bytes.
+    pub max_frame_bytes: usize,
+    /// Handshake deadline, ticks.
+    pub handshake_ticks: u64,
+    /// Ping after this many quiet ticks.
+    pub ping_ticks: u64,
+    /// Close after this many quiet ticks.
+    pub dead_ticks: u64,
+    /// Close after this many ticks without a message (None = off).
+    pub idle_ticks: Option<u64>,
+    /// Wait for a close reply (or a flush) this many ticks.
+    pub close_ticks: u64,
+    /// Close a write queue that made no progress for this many ticks.
+    pub stall_ticks: u64,
+    /// Write queue limit, bytes.
+    pub max_queue_bytes: usize,
+    /// Stop reading above this many queued bytes.
+    pub high_water_bytes: usize,
+    /// Overflow policy.
+    pub policy: SlowConsumerPolicy,
+}
+
+impl Settings {
+    /// Derives settings from `config` for a wheel ticking every `tick_ms`.
+    pub fn from_config(config: &Config, tick_ms: u64) -> Settings {
+        let ticks = |ms: u64| ms.div_ceil(tick_ms).max(1);
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(CTX_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.websocket.max_message_bytes))
+            .max_frame_size(Some(config.websocket.max_frame_bytes));
+        Settings {
+            limits: Limits {
+                max_request_bytes: config.handshake.max_request_bytes,
+                ..Limits::default()
+            },
+            echo_path: Some(config.routes.echo.clone()).filter(|p| !p.is_empty()),
+            subprotocols: config.websocket.subprotocols.clone(),
+            ws_config,
+            max_frame_bytes: config.websocket.max_frame_bytes,
+            handshake_ticks: ticks(config.handshake.timeout_ms),
+            ping_ticks: ticks(config.health.ping_interval_ms),
+            dead_ticks: ticks(config.health.dead_client_ms),
+            idle_ticks: (config.health.idle_timeout_ms > 0)
+                .then(|| ticks(config.health.idle_timeout_ms)),
+            close_ticks: ticks(config.health.close_timeout_ms),
+            stall_ticks: ticks(config.write_queue.stall_timeout_ms),
+            max_queue_bytes: config.write_queue.max_bytes,
+            high_water_bytes: config.write_queue.high_water_bytes,
+            policy: config.write_queue.slow_consumer,
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Collecting the upgrade request.
+    Handshake,
+    /// Upgraded; messages flow.
+    Open,
+    /// We sent a close frame and wait for the reply.
+    Closing,
+    /// Flushing the last bytes, then half-closing and discarding input.
+    Linger,
+    /// Done: the worker drops the socket.
+    Closed,
+}
+
+/// What a connection serves once upgraded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Echo every data message back.
+    Echo,
+}
+
+/// Reusable tungstenite contexts, owned by a worker.
+#[derive(Default)]
+pub struct CtxPool {
+    // Boxed on purpose: contexts move between the pool and connections'
+    // `Option<Box<_>>` as one pointer, and a connection holds 8 bytes, not ~300.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<WebSocketContext>>,
+}
+
+impl CtxPool {
+    fn take(&mut self, config: &WebSocketConfig) -> Box<WebSocketContext> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Box::new(WebSocketContext::new(Role::Server, Some(*config))))
+    }
+
+    fn give(&mut self, ctx: Box<WebSocketContext>) {
+        if self.free.len() < CTX_POOL_MAX {
+            self.free.push(ctx);
+        }
+    }
+}
+
+/// What a connection needs from its worker while it handles input or a timer.
+pub struct Env<'a> {
+    /// The current tick.
+    pub now: u64,
+    /// Output for this connection (written to the socket when its turn ends).
+    pub cork: &'a mut Cork,
+    /// Contexts to borrow.
+    pub pool: &'a mut CtxPool,
+    /// The worker's counters.
+    pub stats: &'a mut Stats,
+    /// Settings.
+    pub settings: &'a Settings,
+}
+
+/// One connection's protocol state. See the module docs.
+pub struct Conn {
+    phase: Phase,
+    route: Option<Route>,
+    /// Handshake bytes, or the partial frame after the last whole one.
+    inbuf: Vec<u8>,
+    ctx: Option<Box<WebSocketContext>>,
+    /// Set once a frame header looked invalid: from then on every byte goes
+    /// to tungstenite as it arrives, so it reports the exact error.
+    passthrough: bool,
+    /// The frame scanner is inside a fragmented message.
+    in_fragment: bool,
+    /// Bytes the kernel has not taken yet.
+    pub outbox: Outbox,
+    read_paused: bool,
+    close_reason: Option<CloseReason>,
+    /// Tick of the phase deadline (handshake, close or linger).
+    phase_deadline: u64,
+    last_recv: u64,
+    last_msg: u64,
+    last_ping: u64,
+    last_write_progress: u64,
+    shutdown_sent: bool,
+}
+
+impl Conn {
+    /// A freshly accepted connection at tick `now`.
+    pub fn new(now: u64, settings: &Settings) -> Conn {
+        Conn {
+            phase: Phase::Handshake,
+            route: None,
+            inbuf: Vec::new(),
+            ctx: None,
+            passthrough: false,
+            in_fragment: false,
+            outbox: Outbox::default(),
+            read_paused: false,
+            close_reason: None,
+            phase_deadline: now + settings.handshake_ticks,
+            last_recv: now,
+            last_msg: now,
+            last_ping: now,
+            last_write_progress: now,
+            shutdown_sent: false,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Why the connection ended (or is ending), once known.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+    }
+
+    /// True once the worker should drop the socket.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// True while the worker should read from the socket.
+    pub fn wants_read(&self) -> bool {
+        self.phase != Phase::Closed && !self.read_paused
+    }
+
+    /// True when the write side should be shut down now (everything flushed
+    /// in `Linger`). The worker calls [`Conn::shutdown_done`] after doing it.
+    pub fn wants_shutdown(&self) -> bool {
+        self.phase == Phase::Linger && !self.shutdown_sent && self.outbox.is_empty()
+    }
+
+    /// The worker half-closed the socket.
+    pub fn shutdown_done(&mut self) {
+        self.shutdown_sent = true;
+    }
+
+    /// Bytes retained by this connection beyond its own struct (buffers and
+    /// tungstenite state), for memory accounting.
+    pub fn retained_bytes(&self) -> usize {
+        self.inbuf.capacity()
+            + self.outbox.len()
+            + self
+                .ctx
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<WebSocketContext>())
+    }
+
+    /// Handles bytes read from the socket.
+    pub fn handle_input(&mut self, data: &[u8], env: &mut Env) {
+        if data.is_empty() {
+            return;
+        }
+        self.last_recv = env.now;
+        match self.phase {
+            Phase::Handshake => self.handshake_input(data, env),
+            Phase::Open | Phase::Closing => self.ws_input(data, env),
+            Phase::Linger | Phase::Closed => {}
+        }
+    }
+
+    /// The peer closed its side (read returned 0).
+    pub fn handle_eof(&mut self) {
+        match self.phase {
+            Phase::Handshake | Phase::Open => self.set_closed(CloseReason::ClientVanished),
+            Phase::Closing => self.set_closed(CloseReason::ClientVanished),
+            Phase::Linger | Phase::Closed => self.phase = Phase::Closed,
+        }
+    }
+
+    /// The socket failed.
+    pub fn handle_io_error(&mut self) {
+        if self.close_reason.is_none() {
+            self.close_reason = Some(CloseReason::IoError);
+        }
+        self.phase = Phase::Closed;
+    }
+
+    /// `written` bytes of the outbox (or cork) reached the kernel.
+    pub fn handle_written(&mut self, written: usize, now: u64, settings: &Settings) -> bool {
+        if written > 0 {
+            self.last_write_progress = now;
+        }
+        // Resume reading once the queue is below half the high-water mark.
+        if self.read_paused && self.outbox.len() <= settings.high_water_bytes / 2 {
+            self.read_paused = false;
+            return true;
+        }
+        false
+    }
+
+    /// After the worker wrote what it could: pause reading above high water.
+    pub fn update_backpressure(&mut self, settings: &Settings) {
+        if self.outbox.len() > settings.high_water_bytes {
+            self.read_paused = true;
+        }
+    }
+
+    /// The next tick at which [`Conn::handle_timer`] has work to do.
+    pub fn deadline(&self, s: &Settings) -> u64 {
+        match self.phase {
+            Phase::Handshake | Phase::Closing | Phase::Linger => self.phase_deadline,
+            Phase::Open => {
+                let mut d = (self.last_recv + s.dead_ticks)
+                    .min(self.last_recv.max(self.last_ping) + s.ping_ticks);
+                if let Some(idle) = s.idle_ticks {
+                    d = d.min(self.last_msg + idle);
+                }
+                if !self.outbox.is_empty() {
+                    d = d.min(self.last_write_progress + s.stall_ticks);
+                }
+                d
+            }
+            Phase::Closed => NEVER,
+        }
+    }
+
+    /// The timer fired: enforce deadlines, send a ping when due.
+    pub fn handle_timer(&mut self, env: &mut Env) {
+        let now = env.now;
+        let s = env.settings;
+        match self.phase {
+            Phase::Handshake => {
+                if now >= self.phase_deadline {
+                    self.set_closed(CloseReason::HandshakeTimeout);
+                }
+            }
+            Phase::Open => {
+                if now >= self.last_recv + s.dead_ticks {
+                    self.fail(
+                        CloseCode::Away,
+                        "no response to ping",
+                        CloseReason::Timeout,
+                        env,
+                    );
+                } else if !self.outbox.is_empty() && now >= self.last_write_progress + s.stall_ticks
+                {
+                    // The client stopped reading: nothing we queue can reach it.
+                    self.outbox.discard_unstarted();
+                    self.set_closed(CloseReason::SlowConsumer);
+                } else if s.idle_ticks.is_some_and(|idle| now >= self.last_msg + idle) {
+                    self.start_close(
+                        CloseCode::Normal,
+                        "idle timeout",
+                        CloseReason::IdleTimeout,
+                        env,
+                    );
+                } else if now >= self.last_recv.max(self.last_ping) + s.ping_ticks {
+                    self.last_ping = now;
+                    self.with_ctx(env, |ctx, io| ctx.write(io, Message::Ping(Bytes::new())));
+                }
+            }
+            Phase::Closing | Phase::Linger => {
+                if now >= self.phase_deadline {
+                    self.phase = Phase::Closed;
+                }
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// Starts the close handshake from the server side (shutdown, idle
+    /// timeout): sends a close frame and waits for the reply.
+    pub fn start_close(
+        &mut self,
+        code: CloseCode,
+        reason: &'static str,
+        why: CloseReason,
+        env: &mut Env,
+    ) {
+        match self.phase {
+            Phase::Open => {
+                self.close_reason.get_or_insert(why);
+                self.send_close(code, reason, env);
+                self.phase = Phase::Closing;
+                self.phase_deadline = env.now + env.settings.close_ticks;
+            }
+            Phase::Handshake => self.set_closed(why),
+            _ => {}
+        }
+    }
+
+    fn set_closed(&mut self, why: CloseReason) {
+        self.close_reason.get_or_insert(why);
+        self.phase = Phase::Closed;
+    }
+
+    /// Enters `Linger`: flush, half-close, discard input until EOF or deadline.
+    fn linger(&mut self, why: CloseReason, env: &Env) {
+        self.close_reason.get_or_insert(why);
+        self.phase = Phase::Linger;
+        self.phase_deadline = env.now + env.settings.close_ticks;
+        self.read_paused = false;
+        self.inbuf = Vec::new();
+        // The context may hold a half-read frame; it is not reusable.
+        self.ctx = None;
+    }
+
+    /// _Fail the WebSocket Connection_: send a close frame with `code` and
+    /// stop, without waiting for the reply (RFC 6455 section 7.1.7).
+    fn fail(&mut self, code: CloseCode, reason: &'static str, why: CloseReason, env: &mut Env) {
+        self.send_close(code, reason, env);
+        self.linger(why, env);
+    }
+
+    fn send_close(&mut self, code: CloseCode, reason: &'static str, env: &mut Env) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        self.with_ctx(env, |ctx, io| ctx.close(io, Some(frame)));
+    }
+
+    /// Runs `f` with the connection's tungstenite context (borrowing one from
+    /// the pool if idle) over an empty input. Errors here mean the context is
+    /// already closed; the phase logic has handled that.
+    fn with_ctx(
+        &mut self,
+        env: &mut Env,
+        f: impl FnOnce(&mut WebSocketContext, &mut MemStream) -> tungstenite::Result<()>,
+    ) {
+        let mut ctx = match self.ctx.take() {
+            Some(ctx) => ctx,
+            None => env.pool.take(&env.settings.ws_config),
+        };
+        let mut io = MemStream::new(&[], env.cork);
+        let _ = f(&mut ctx, &mut io);
+        if self.phase == Phase::Open && ctx.can_write() && !self.in_fragment {
+            env.pool.give(ctx);
+        } else {
+            self.ctx = Some(ctx);
+        }
+    }
+
+    fn handshake_input(&mut self, data: &[u8], env: &mut Env) {
+        self.inbuf.extend_from_slice(data);
+        let s = env.settings;
+        let req = match handshake::parse_request(&self.inbuf, &s.limits) {
+            Ok(None) => return,
+            Ok(Some(req)) => req,
+            Err(reject) => return self.refuse(&reject, env),
+        };
+        let route = match &s.echo_path {
+            Some(p) if *p == req.path => Route::Echo,
+            _ => return self.refuse(&Reject::new(404, "no such route"), env),
+        };
+        let upgrade = match handshake::validate_upgrade(&req, &s.subprotocols) {
+            Ok(up) => up,
+            Err(reject) => return self.refuse(&reject, env),
+        };
+        handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
+        env.stats.upgraded += 1;
+        self.route = Some(route);
+        self.phase = Phase::Open;
+        self.last_msg = env.now;
+        self.last_ping = env.now;
+        // Bytes after the request head already belong to the WebSocket stream.
+        let mut rest = std::mem::take(&mut self.inbuf);
+        rest.drain(..req.head_len);
+        if !rest.is_empty() {
+            self.ws_input(&rest, env);
+        }
+    }
+
+    fn refuse(&mut self, reject: &Reject, env: &mut Env) {
+        env.cork.extend(&reject.to_response());
+        self.linger(CloseReason::HandshakeRefused, env);
+    }
+
+    fn ws_input(&mut self, data: &[u8], env: &mut Env) {
+        // Work on our partial frame plus the new bytes, without copying the
+        // new bytes when there is no partial frame.
+        let owned;
+        let work: &[u8] = if self.inbuf.is_empty() {
+            data
+        } else {
+            let mut buf = std::mem::take(&mut self.inbuf);
+            buf.extend_from_slice(data);
+            owned = buf;
+            &owned
+        };
+        let whole = if self.passthrough {
+            work.len()
+        } else {
+            match scan_frames(work, &mut self.in_fragment, env.settings.max_frame_bytes) {
+                Scan::Whole(n) => n,
+                Scan::Suspect => {
+                    self.passthrough = true;
+                    work.len()
+                }
+            }
+        };
+        let consumed = if whole > 0 {
+            self.feed(&work[..whole], env)
+        } else {
+            0
+        };
+        if matches!(self.phase, Phase::Open | Phase::Closing) {
+            let rest = &work[consumed.max(whole)..];
+            if !rest.is_empty() {
+                self.inbuf.extend_from_slice(rest);
+            } else if self.inbuf.capacity() > 0 && self.inbuf.is_empty() {
+                self.inbuf = Vec::new();
+            }
+        }
+    }
+
+    /// Hands whole frames to tungstenite and acts on every message.
+    /// Returns the bytes tungstenite took.
+    fn feed(&mut self, input: &[u8], env: &mut Env) -> usize {
+        let mut ctx = match self.ctx.take() {
+            Some(ctx) => ctx,
+            None => env.pool.take(&env.settings.ws_config),
+        };
+        let mut pos = 0;
+        loop {
+            let mut io = MemStream::new(&input[pos..], env.cork);
+            let result = ctx.read(&mut io);
+            pos += io.consumed();
+            match result {
+                Ok(msg) => self.on_message(msg, env),
+                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
+                    // Close handshake complete: the server closes TCP first.
+                    self.linger(CloseReason::ClientClose, env);
+                    return pos;
+                }
+                Err(e) => {
+                    let (code, reason, why) = close_for_error(&e);
+                    self.ctx = Some(ctx);
+                    self.fail(code, reason, why, env);
+                    return pos;
+                }
+            }
+            if self.phase == Phase::Closed || self.phase == Phase::Linger {
+                return pos;
+            }
+        }
+        let idle = self.phase == Phase::Open && ctx.can_write() && !self.in_fragment;
+        if idle && !self.passthrough {
+            env.pool.give(ctx);
+        } else {
+            self.ctx = Some(ctx);
+        }
+        pos
+    }
+
+    fn on_message(&mut self, msg: Message, env: &mut Env) {
+        match msg {
+            Message::Text(text) => {
+                self.count_in(text.len(), env);
+                self.deliver(OpData::Text, Bytes::from(text), env);
+            }
+            Message::Binary(data) => {
+                self.count_in(data.len(), env);
+                self.deliver(OpData::Binary, data, env);
+            }
+            Message::Close(_) => {
+                // tungstenite queued the reply; the next read flushes it and
+                // reports ConnectionClosed.
+                if self.phase == Phase::Closing {
+                    self.close_reason.get_or_insert(CloseReason::ClientClose);
+                } else {
+                    self.close_reason = Some(CloseReason::ClientClose);
+                }
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+
+    fn count_in(&mut self, len: usize, env: &mut Env) {
+        self.last_msg = env.now;
+        env.stats.msgs_in += 1;
+        env.stats.bytes_in += len as u64;
+    }
+
+    fn deliver(&mut self, op: OpData, payload: Bytes, env: &mut Env) {
+        match self.route {
+            Some(Route::Echo) => {
+                self.send_data(op, payload, env);
+            }
+            None => {}
+        }
+    }
+
+    /// Queues one unfragmented data frame, applying the slow-consumer policy.
+    /// Returns false if the frame was not queued.
+    pub fn send_data(&mut self, op: OpData, payload: Bytes, env: &mut Env) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let header = FrameHeader {
+            opcode: OpCode::Data(op),
+            ..FrameHeader::default()
+        };
+        let frame_len = header.len(payload.len() as u64) + payload.len();
+        let queued = self.outbox.len() + env.cork.len();
+        // One message larger than the whole queue may still go through an
+        // empty queue; otherwise the queue limit holds.
+        if queued > 0 && queued + frame_len > env.settings.max_queue_bytes {
+            match env.settings.policy {
+                SlowConsumerPolicy::Drop => env.stats.dropped += 1,
+                SlowConsumerPolicy::Close => {
+                    self.outbox.discard_unstarted();
+                    self.start_close(
+                        CloseCode::Policy,
+                        "slow consumer",
+                        CloseReason::SlowConsumer,
+                        env,
+                    );
+                }
+            }
+            return false;
+        }
+        header
+            .format(payload.len() as u64, env.cork.buf_mut())
+            .expect("bug: formatting into a Vec cannot fail");
+        env.stats.msgs_out += 1;
+        env.stats.bytes_out += payload.len() as u64;
+        env.cork.push_shared(payload);
+        true
+    }
+}
+
+/// The close code, reason and counter for a tungstenite read error.
+fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
+    match e {
+        WsError::Utf8(_) => (
+            CloseCode::Invalid,
+            "invalid UTF-8",
+            CloseReason::InvalidUtf8,
+        ),
+        WsError::Capacity(_) => (
+            CloseCode::Size,
+            "message too big",
+            CloseReason::MessageTooBig,
+        ),
+        WsError::Protocol(_) => (
+            CloseCode::Protocol,
+            "protocol error",
+            CloseReason::ProtocolError,
+        ),
+        _ => (CloseCode::Error, "internal error", CloseReason::IoError),
+    }
+}
+
+/// Result of scanning buffered input for whole frames.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// The first `n` bytes are whole frames.
+    Whole(usize),
+    /// A header is invalid or over the size limit; tungstenite must see it.
+    Suspect,
+}
+
+/// Finds how many leading bytes of `buf` form whole client frames, tracking
+/// whether a fragmented message is in progress. Validation proper is
+/// tungstenite's job; this only spots headers it will reject so they reach it
+/// without waiting for a payload that may never come.
+fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
+    let mut pos = 0;
+    let mut fragment = *in_fragment;
+    loop {
+        let rest = &buf[pos..];
+        if rest.len() < 2 {
+            break;
+        }
+        let (b0, b1) = (rest[0], rest[1]);
+        let fin = b0 & 0x80 != 0;
+        let opcode = b0 & 0x0f;
+        let masked = b1 & 0x80 != 0;
+        let len7 = (b1 & 0x7f) as u64;
+        let is_control = opcode >= 8;
+        let reserved_op = matches!(opcode, 3..=7 | 11..=15);
+        // "The server MUST close the connection upon receiving a frame that is
+        // not masked." (RFC 6455); control frames: "MUST have a payload length
+        // of 125 bytes or less and MUST NOT be fragmented." (RFC 6455)
+        if b0 & 0x70 != 0 || reserved_op || !masked || (is_control && (!fin || len7 > 125)) {
+            *in_fragment = fragment;
+            return Scan::Suspect;
+        }
+        let (len_bytes, len) = match len7 {
+            126 if rest.len() >= 4 => (2, u16::from_be_bytes([rest[2], rest[3]]) as u64),
+            127 if rest.len() >= 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rest[2..10]);
+                (8, u64::from_be_bytes(b))
+            }
+            126 | 127 => break,
+            n => (0, n),
+        };
+        if len > max_frame as u64 {
+            *in_fragment = fragment;
+            return Scan::Suspect;
+        }
+        let total = 2 + len_bytes + 4 + len as usize;
+        if rest.len() < total {
+            break;
+        }
+        if opcode == 0 {
+            if fin {
+                fragment = false;
+            }
+        } else if !is_control {
+            fragment = !fin;
+        }
+        pos += total;
+    }
+    *in_fragment = fragment;
+    Scan::Whole(pos)
+}
+
+#[cfg(test)]
+mod tests;

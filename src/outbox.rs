@@ -1,0 +1,363 @@
+//! Outbound bytes: the per-worker [`Cork`] and the per-connection [`Outbox`].
+//!
+//! While a worker handles one connection, everything that connection sends
+//! (the 101 response, tungstenite's pongs and close frames, echoed or fanned-out
+//! data frames) is appended to the worker's single cork buffer. When the
+//! connection's turn ends the worker writes the cork to the socket in one
+//! vectored write; only bytes the kernel did not take move into the
+//! connection's own [`Outbox`]. An idle connection therefore owns no write
+//! buffer at all, and a busy one makes one `writev` per poll pass.
+//!
+//! This module owns byte accounting only; it never touches a socket except
+//! through the `Write` it is handed, and never decides policy (the connection
+//! does, from [`Outbox::len`]).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::Bytes;
+
+/// Payloads at least this large are queued by reference instead of copied.
+pub const SHARE_THRESHOLD: usize = 1024;
+
+/// Most slices handed to one `writev` (Linux allows 1024; 64 covers a pass).
+const MAX_IOV: usize = 64;
+
+/// The worker's scratch output for the connection being handled.
+///
+/// Logically one byte string: owned bytes in `buf`, with shared `Bytes`
+/// spliced in at recorded offsets (so a large payload or a broadcast frame is
+/// never copied).
+#[derive(Default, Debug)]
+pub struct Cork {
+    buf: Vec<u8>,
+    /// `(offset in buf, bytes)`: the shared bytes come before `buf[offset..]`.
+    shared: Vec<(usize, Bytes)>,
+    shared_len: usize,
+}
+
+impl Cork {
+    /// An empty cork with `capacity` bytes reserved for owned output.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Cork {
+            buf: Vec::with_capacity(capacity),
+            shared: Vec::new(),
+            shared_len: 0,
+        }
+    }
+
+    /// Appends a copy of `bytes`.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends `bytes` by reference (copied when small, where a copy is cheaper
+    /// than a reference count and an extra iovec).
+    pub fn push_shared(&mut self, bytes: Bytes) {
+        if bytes.len() < SHARE_THRESHOLD {
+            self.buf.extend_from_slice(&bytes);
+        } else {
+            self.shared_len += bytes.len();
+            self.shared.push((self.buf.len(), bytes));
+        }
+    }
+
+    /// The owned buffer, for encoders that write straight into it.
+    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Total bytes queued in the cork.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.shared_len
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.shared.is_empty()
+    }
+
+    /// Forgets everything queued, keeping the owned buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.shared.clear();
+        self.shared_len = 0;
+    }
+
+    /// Calls `f` with each piece of the cork in order.
+    fn for_each_piece<'a>(&'a self, mut f: impl FnMut(&'a [u8])) {
+        let mut at = 0;
+        for (offset, bytes) in &self.shared {
+            if *offset > at {
+                f(&self.buf[at..*offset]);
+            }
+            f(bytes);
+            at = *offset;
+        }
+        if at < self.buf.len() {
+            f(&self.buf[at..]);
+        }
+    }
+
+    /// Writes the cork to `w` with vectored writes until it is empty or `w`
+    /// would block. Returns the bytes written; `WouldBlock` is not an error.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<usize> {
+        let total = self.len();
+        let mut written = 0;
+        while written < total {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let mut skip = written;
+            self.for_each_piece(|piece| {
+                if n == MAX_IOV {
+                    return;
+                }
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                    return;
+                }
+                iov[n] = IoSlice::new(&piece[skip..]);
+                skip = 0;
+                n += 1;
+            });
+            match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => written += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Moves everything after the first `skip` bytes into `outbox`.
+    pub fn spill_into(&self, skip: usize, outbox: &mut Outbox) {
+        let mut skip = skip;
+        let mut at = 0;
+        let owned = |outbox: &mut Outbox, piece: &[u8], skip: &mut usize| {
+            if *skip >= piece.len() {
+                *skip -= piece.len();
+            } else {
+                outbox.push(Bytes::copy_from_slice(&piece[*skip..]));
+                *skip = 0;
+            }
+        };
+        for (offset, bytes) in &self.shared {
+            if *offset > at {
+                owned(outbox, &self.buf[at..*offset], &mut skip);
+            }
+            if skip >= bytes.len() {
+                skip -= bytes.len();
+            } else {
+                outbox.push(bytes.slice(skip..));
+                skip = 0;
+            }
+            at = *offset;
+        }
+        if at < self.buf.len() {
+            owned(outbox, &self.buf[at..], &mut skip);
+        }
+    }
+}
+
+/// A connection's queue of bytes the kernel has not taken yet.
+///
+/// Chunks are whole frames (or the unwritten tail of one), so dropping every
+/// chunk but a partially written head never corrupts the stream.
+#[derive(Default, Debug)]
+pub struct Outbox {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    /// Bytes of the head chunk already written (the head must be kept whole).
+    head_written: bool,
+}
+
+impl Outbox {
+    /// Queues `bytes` at the back.
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops every queued chunk except the unwritten rest of a partially
+    /// written head chunk (which must finish so the peer sees whole frames).
+    /// Returns the bytes dropped.
+    pub fn discard_unstarted(&mut self) -> usize {
+        let keep = if self.head_written { 1 } else { 0 };
+        let mut dropped = 0;
+        while self.chunks.len() > keep {
+            if let Some(c) = self.chunks.pop_back() {
+                dropped += c.len();
+            }
+        }
+        self.len -= dropped;
+        if self.chunks.is_empty() {
+            self.release();
+        }
+        dropped
+    }
+
+    /// Writes queued chunks to `w` with vectored writes until empty or `w`
+    /// would block. Returns the bytes written; `WouldBlock` is not an error.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        let mut written = 0;
+        while !self.chunks.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.chunks.len().min(MAX_IOV);
+            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
+                *slot = IoSlice::new(chunk);
+            }
+            match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    written += k;
+                    self.consume(k);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.chunks.is_empty() {
+            self.release();
+        }
+        Ok(written)
+    }
+
+    fn consume(&mut self, mut k: usize) {
+        self.len -= k;
+        while k > 0 {
+            let Some(head) = self.chunks.front_mut() else {
+                break;
+            };
+            if k >= head.len() {
+                k -= head.len();
+                self.chunks.pop_front();
+                self.head_written = false;
+            } else {
+                bytes::Buf::advance(head, k);
+                self.head_written = true;
+                k = 0;
+            }
+        }
+    }
+
+    /// Frees the queue's memory once it is empty, so an idle connection holds
+    /// no write buffer.
+    fn release(&mut self) {
+        self.head_written = false;
+        if self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts at most `budget` bytes, then would block.
+    struct Limited {
+        got: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Limited {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.budget);
+            self.budget -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sample_cork() -> (Cork, Vec<u8>) {
+        let mut cork = Cork::default();
+        let mut expect = Vec::new();
+        cork.extend(b"head");
+        expect.extend_from_slice(b"head");
+        let big = Bytes::from(vec![7u8; 3000]);
+        cork.push_shared(big.clone());
+        expect.extend_from_slice(&big);
+        cork.extend(b"mid");
+        expect.extend_from_slice(b"mid");
+        let big2 = Bytes::from(vec![9u8; 2000]);
+        cork.push_shared(big2.clone());
+        expect.extend_from_slice(&big2);
+        cork.push_shared(Bytes::from_static(b"small"));
+        expect.extend_from_slice(b"small");
+        (cork, expect)
+    }
+
+    #[test]
+    fn cork_writes_in_order_whole() {
+        let (cork, expect) = sample_cork();
+        assert_eq!(cork.len(), expect.len());
+        let mut w = Limited {
+            got: Vec::new(),
+            budget: usize::MAX,
+        };
+        assert_eq!(cork.write_to(&mut w).unwrap(), expect.len());
+        assert_eq!(w.got, expect);
+    }
+
+    #[test]
+    fn partial_write_spills_exact_remainder_into_outbox() {
+        let (cork, expect) = sample_cork();
+        for budget in [0, 1, 4, 5, 3004, 3005, 3007, 5006, expect.len() - 1] {
+            let mut w = Limited {
+                got: Vec::new(),
+                budget,
+            };
+            let n = cork.write_to(&mut w).unwrap();
+            assert_eq!(n, budget);
+            let mut outbox = Outbox::default();
+            cork.spill_into(n, &mut outbox);
+            assert_eq!(outbox.len(), expect.len() - n);
+            w.budget = usize::MAX;
+            outbox.write_to(&mut w).unwrap();
+            assert_eq!(w.got, expect, "budget {budget}");
+            assert!(outbox.is_empty());
+        }
+    }
+
+    #[test]
+    fn outbox_resumes_after_would_block_and_discard_keeps_started_head() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"frame-one"));
+        outbox.push(Bytes::from_static(b"frame-two"));
+        outbox.push(Bytes::from_static(b"frame-three"));
+        let mut w = Limited {
+            got: Vec::new(),
+            budget: 4,
+        };
+        assert_eq!(outbox.write_to(&mut w).unwrap(), 4);
+        assert_eq!(outbox.len(), 9 + 9 + 11 - 4);
+        // The head is half written: it survives a discard, the rest does not.
+        assert_eq!(outbox.discard_unstarted(), 20);
+        w.budget = usize::MAX;
+        outbox.write_to(&mut w).unwrap();
+        assert_eq!(w.got, b"frame-one");
+        assert!(outbox.is_empty());
+    }
+}

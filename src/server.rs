@@ -1,0 +1,143 @@
+//! Starting and stopping a set of workers: one SO_REUSEPORT listener per
+//! worker on the same address, so the kernel spreads new connections over
+//! the workers and accepting never serialises them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::conn::Settings;
+use crate::metrics::Stats;
+use crate::worker::{Control, Worker, TICK_MS};
+
+/// Listen backlog per worker listener.
+const BACKLOG: i32 = 4096;
+
+struct Handle {
+    control: Sender<Control>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<io::Result<Stats>>>,
+}
+
+/// A running server: its address and its workers.
+pub struct Server {
+    addr: SocketAddr,
+    workers: Vec<Handle>,
+}
+
+/// Binds one non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Binds the listeners and starts the workers. With port 0 the first
+    /// listener picks a port and the others join it.
+    pub fn start(config: &Config) -> io::Result<Server> {
+        let count = config.worker_count();
+        let first = bind_reuseport(config.server.listen)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..count {
+            listeners.push(bind_reuseport(addr)?);
+        }
+        let settings = Settings::from_config(config, TICK_MS);
+        let mut workers = Vec::with_capacity(count);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Worker::waker(&poll)?;
+            let (control, rx) = mpsc::channel();
+            let worker = Worker::new(index, poll, listener, rx, settings.clone())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("wsedge-worker-{index}"))
+                .spawn(move || worker.run())?;
+            workers.push(Handle {
+                control,
+                waker,
+                thread: Some(thread),
+            });
+        }
+        Ok(Server { addr, workers })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn send(&self, make: impl Fn() -> Control) {
+        for w in &self.workers {
+            if w.control.send(make()).is_ok() {
+                let _ = w.waker.wake();
+            }
+        }
+    }
+
+    /// Counters of all workers, summed.
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for w in &self.workers {
+            let (tx, rx) = mpsc::channel();
+            if w.control.send(Control::Stats(tx)).is_ok() && w.waker.wake().is_ok() {
+                if let Ok(s) = rx.recv_timeout(Duration::from_secs(5)) {
+                    total.merge(&s);
+                }
+            }
+        }
+        total
+    }
+
+    /// Asks every worker to close its clients with 1001 and exit within `drain`.
+    pub fn begin_shutdown(&self, drain: Duration) {
+        self.send(|| Control::Shutdown { drain });
+    }
+
+    /// Shuts down (see [`Server::begin_shutdown`]) and waits for the workers.
+    /// Returns the summed final counters.
+    pub fn shutdown(mut self, drain: Duration) -> Stats {
+        self.begin_shutdown(drain);
+        self.join()
+    }
+
+    /// Waits for every worker to exit.
+    pub fn join(&mut self) -> Stats {
+        let mut total = Stats::default();
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                match t.join() {
+                    Ok(Ok(s)) => total.merge(&s),
+                    Ok(Err(e)) => log::error!("worker failed: {e}"),
+                    Err(_) => log::error!("worker panicked"),
+                }
+            }
+        }
+        total
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.workers.iter().any(|w| w.thread.is_some()) {
+            self.begin_shutdown(Duration::from_millis(200));
+            self.join();
+        }
+    }
+}

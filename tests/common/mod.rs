@@ -1,0 +1,217 @@
+//! Shared helpers for the integration tests: an in-process server on an
+//! ephemeral port, a raw WebSocket client that sends exact frame bytes, and a
+//! tungstenite client for everything else.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::WebSocket;
+use wsedge::{Config, Server};
+
+/// A config on 127.0.0.1:0 with `workers` workers; `tweak` adjusts it.
+pub fn config(workers: usize, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.workers = workers;
+    tweak(&mut c);
+    c
+}
+
+/// Starts an in-process server; it shuts down when dropped.
+pub fn start(config: &Config) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    Server::start(config).expect("server starts")
+}
+
+/// A tungstenite client with no message size limits of its own.
+pub fn client(addr: SocketAddr, path: &str) -> WebSocket<MaybeTlsStream<TcpStream>> {
+    let url = format!("ws://{addr}{path}");
+    let cfg = WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (ws, resp) =
+        tungstenite::client::client_with_config(url, MaybeTlsStream::Plain(stream), Some(cfg))
+            .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// A raw client: exact bytes out, frames parsed by hand on the way in.
+pub struct Raw {
+    pub sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A frame as the server sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The close code of a close frame, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+pub const UPGRADE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Encodes a masked client frame.
+pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len < 65536 {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+impl Raw {
+    /// Connects without upgrading.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let sock = TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and upgrades on `path`, asserting the 101.
+    pub fn upgrade(addr: SocketAddr, path: &str) -> Raw {
+        let mut raw = Raw::connect(addr);
+        raw.send(upgrade_request(path).as_bytes());
+        let head = raw.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        raw
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).expect("send");
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 65536];
+        let n = self.sock.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads an HTTP response head (leaves later bytes buffered).
+    pub fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..i + 4]).into_owned();
+                self.buf.drain(..i + 4);
+                return head;
+            }
+            if self.fill().expect("read head") == 0 {
+                panic!(
+                    "EOF before a complete HTTP head: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        }
+    }
+
+    /// Reads everything until EOF (for HTTP refusals).
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        while self.fill().map(|n| n > 0).unwrap_or(false) {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Reads one frame; None on EOF or reset.
+    pub fn read_frame(&mut self) -> Option<Frame> {
+        loop {
+            if self.buf.len() >= 2 {
+                let (b0, b1) = (self.buf[0], self.buf[1]);
+                assert_eq!(b1 & 0x80, 0, "server frames must not be masked");
+                let (hlen, len) = match b1 & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+                    }
+                    127 if self.buf.len() >= 10 => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&self.buf[2..10]);
+                        (10, u64::from_be_bytes(b) as usize)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (2, n as usize),
+                };
+                if hlen != usize::MAX && self.buf.len() >= hlen + len {
+                    let payload = self.buf[hlen..hlen + len].to_vec();
+                    self.buf.drain(..hlen + len);
+                    return Some(Frame {
+                        fin: b0 & 0x80 != 0,
+                        opcode: b0 & 0x0f,
+                        payload,
+                    });
+                }
+            }
+            match self.fill() {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns it (None if EOF came first).
+    pub fn read_until_close(&mut self) -> Option<Frame> {
+        while let Some(f) = self.read_frame() {
+            if f.opcode == 8 {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// True if the server closed the TCP connection (EOF or reset) in time.
+    pub fn expect_eof(&mut self) -> bool {
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
