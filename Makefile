@@ -45,7 +45,7 @@ fmt:
 conformance: release
 	@test -x $(AUTOBAHN_RUN) || { echo "conformance: $(AUTOBAHN_RUN) not found"; exit 2; }
 	@[ "$(AUTOBAHN_RUN)" != "$(AUTOBAHN_DIR)/run" ] || $(AUTOBAHN_DIR)/setup
-	@set -u; ./target/release/wsedge --listen 127.0.0.1:$(CONFORMANCE_PORT) >/tmp/wsedge-conformance.log 2>&1 & pid=$$!; \
+	@set -u; ./target/release/wsedge --config tests/conformance.toml --listen 127.0.0.1:$(CONFORMANCE_PORT) >/tmp/wsedge-conformance.log 2>&1 & pid=$$!; \
 	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	  for i in $$(seq 50); do (echo > /dev/tcp/127.0.0.1/$(CONFORMANCE_PORT)) 2>/dev/null && break; sleep 0.1; done; \
 	  AUTOBAHN_EXCLUDE='12.*,13.*' $(AUTOBAHN_RUN) ws://127.0.0.1:$(CONFORMANCE_PORT)/echo
