@@ -173,6 +173,8 @@ pub struct Conn {
     passthrough: bool,
     /// The frame scanner is inside a fragmented message.
     in_fragment: bool,
+    /// The current context decoded a frame larger than its read buffer.
+    large_frame: bool,
     /// Bytes the kernel has not taken yet.
     pub outbox: Outbox,
     read_paused: bool,
@@ -196,6 +198,7 @@ impl Conn {
             ctx: None,
             passthrough: false,
             in_fragment: false,
+            large_frame: false,
             outbox: Outbox::default(),
             read_paused: false,
             close_reason: None,
@@ -487,7 +490,12 @@ impl Conn {
             work.len()
         } else {
             match scan_frames(work, &mut self.in_fragment, env.settings.max_frame_bytes) {
-                Scan::Whole(n) => n,
+                Scan::Whole(n, largest) => {
+                    // A context that decoded a large frame grew its buffers:
+                    // drop it afterwards rather than pool it.
+                    self.large_frame |= largest > CTX_READ_BUFFER as u64;
+                    n
+                }
                 Scan::Suspect => {
                     self.passthrough = true;
                     work.len()
@@ -542,7 +550,9 @@ impl Conn {
         }
         let idle = self.phase == Phase::Open && ctx.can_write() && !self.in_fragment;
         if idle && !self.passthrough {
-            env.pool.give(ctx);
+            if !std::mem::take(&mut self.large_frame) {
+                env.pool.give(ctx);
+            }
         } else {
             self.ctx = Some(ctx);
         }
@@ -651,8 +661,8 @@ fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
 /// Result of scanning buffered input for whole frames.
 #[derive(Debug, PartialEq, Eq)]
 enum Scan {
-    /// The first `n` bytes are whole frames.
-    Whole(usize),
+    /// The first `n` bytes are whole frames; the largest payload among them.
+    Whole(usize, u64),
     /// A header is invalid or over the size limit; tungstenite must see it.
     Suspect,
 }
@@ -663,6 +673,7 @@ enum Scan {
 /// without waiting for a payload that may never come.
 fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
     let mut pos = 0;
+    let mut largest = 0;
     let mut fragment = *in_fragment;
     loop {
         let rest = &buf[pos..];
@@ -708,10 +719,11 @@ fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
         } else if !is_control {
             fragment = !fin;
         }
+        largest = largest.max(len);
         pos += total;
     }
     *in_fragment = fragment;
-    Scan::Whole(pos)
+    Scan::Whole(pos, largest)
 }
 
 #[cfg(test)]

@@ -91,16 +91,27 @@ impl Server {
         }
     }
 
+    /// Counters of each worker, in worker order (a worker that does not
+    /// answer within 5 s contributes zeros).
+    pub fn worker_stats(&self) -> Vec<Stats> {
+        self.workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = mpsc::channel();
+                if w.control.send(Control::Stats(tx)).is_ok() && w.waker.wake().is_ok() {
+                    rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+                } else {
+                    Stats::default()
+                }
+            })
+            .collect()
+    }
+
     /// Counters of all workers, summed.
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
-        for w in &self.workers {
-            let (tx, rx) = mpsc::channel();
-            if w.control.send(Control::Stats(tx)).is_ok() && w.waker.wake().is_ok() {
-                if let Ok(s) = rx.recv_timeout(Duration::from_secs(5)) {
-                    total.merge(&s);
-                }
-            }
+        for s in self.worker_stats() {
+            total.merge(&s);
         }
         total
     }

@@ -119,6 +119,11 @@ fn a_thousand_concurrent_clients_over_all_workers_all_echo() {
     for t in threads {
         t.join().unwrap();
     }
+    let per_worker = server.worker_stats();
+    assert!(
+        per_worker.iter().all(|w| w.upgraded > 0),
+        "every worker took connections"
+    );
     let stats = server.stats();
     assert_eq!(stats.upgraded, 1000);
     assert_eq!(stats.msgs_in, 3000);

@@ -1,1 +1,374 @@
+//! Sans-IO tests of the connection state machine: bytes in, bytes out, no
+//! sockets, time as a parameter.
 
+use super::*;
+use crate::config::Config;
+
+struct Harness {
+    settings: Settings,
+    cork: Cork,
+    pool: CtxPool,
+    stats: Stats,
+    now: u64,
+}
+
+impl Harness {
+    fn new(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let mut config = Config::default();
+        tweak(&mut config);
+        Harness {
+            settings: Settings::from_config(&config, 100),
+            cork: Cork::default(),
+            pool: CtxPool::default(),
+            stats: Stats::default(),
+            now: 0,
+        }
+    }
+
+    fn env(&mut self) -> Env<'_> {
+        Env {
+            now: self.now,
+            cork: &mut self.cork,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            settings: &self.settings,
+        }
+    }
+
+    /// Feeds `bytes` and returns what the connection sent (as if fully written).
+    fn input(&mut self, conn: &mut Conn, bytes: &[u8]) -> Vec<u8> {
+        conn.handle_input(bytes, &mut self.env());
+        self.take_output()
+    }
+
+    fn timer(&mut self, conn: &mut Conn) -> Vec<u8> {
+        conn.handle_timer(&mut self.env());
+        self.take_output()
+    }
+
+    fn take_output(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.cork.write_to(&mut out).unwrap();
+        self.cork.clear();
+        out
+    }
+
+    fn open(&mut self) -> Conn {
+        let mut conn = Conn::new(self.now, &self.settings);
+        let out = self.input(&mut conn, REQUEST);
+        assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+        assert_eq!(conn.phase(), Phase::Open);
+        conn
+    }
+}
+
+const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n < 65536 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Server frame bytes (unmasked).
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    FrameHeader {
+        opcode: OpCode::from(opcode),
+        ..FrameHeader::default()
+    }
+    .format(payload.len() as u64, &mut out)
+    .unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn close_code(out: &[u8]) -> Option<u16> {
+    // A close frame from the server: 0x88, len, code.
+    let i = out.iter().position(|&b| b == 0x88)?;
+    Some(u16::from_be_bytes([out[i + 2], out[i + 3]]))
+}
+
+#[test]
+fn echo_survives_any_split_of_the_input() {
+    let mut h = Harness::new(|_| {});
+    let mut stream = masked(true, 1, b"split me anywhere");
+    stream.extend(masked(true, 2, &[7u8; 300]));
+    let expect = [
+        server_frame(1, b"split me anywhere"),
+        server_frame(2, &[7u8; 300]),
+    ]
+    .concat();
+    for step in [1, 2, 3, 7, 64, stream.len()] {
+        let mut conn = h.open();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(step) {
+            out.extend(h.input(&mut conn, chunk));
+        }
+        assert_eq!(out, expect, "step {step}");
+    }
+}
+
+#[test]
+fn an_idle_connection_holds_no_buffers_or_tungstenite_state() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    assert_eq!(conn.retained_bytes(), 0);
+    h.input(&mut conn, &masked(true, 1, b"hello"));
+    assert_eq!(conn.retained_bytes(), 0, "after a small message");
+    // A partial frame is kept by the connection until it completes.
+    let frame = masked(true, 2, &[1u8; 1000]);
+    h.input(&mut conn, &frame[..500]);
+    assert!(conn.retained_bytes() >= 500);
+    h.input(&mut conn, &frame[500..]);
+    assert_eq!(
+        conn.retained_bytes(),
+        0,
+        "after the partial frame completed"
+    );
+    assert!(
+        std::mem::size_of::<Conn>() <= 256,
+        "Conn is {} bytes",
+        std::mem::size_of::<Conn>()
+    );
+}
+
+#[test]
+fn memory_comes_back_after_a_one_mebibyte_message() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    let big = vec![0x5au8; 1 << 20];
+    let frame = masked(true, 2, &big);
+    let mut out = Vec::new();
+    // Arrives in 64 KiB reads, as from the socket.
+    for chunk in frame.chunks(64 * 1024) {
+        out.extend(h.input(&mut conn, chunk));
+    }
+    assert_eq!(out.len(), 10 + (1 << 20));
+    assert_eq!(conn.retained_bytes(), 0);
+    // The big context was not pooled either: pooled contexts stay small.
+    assert!(h.pool.free.is_empty());
+}
+
+#[test]
+fn fragmented_message_keeps_state_between_reads_then_releases_it() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    assert!(h
+        .input(&mut conn, &masked(false, 1, b"part one, "))
+        .is_empty());
+    assert!(
+        conn.retained_bytes() > 0,
+        "tungstenite holds the first fragment"
+    );
+    let out = h.input(&mut conn, &masked(true, 0, b"part two"));
+    assert_eq!(out, server_frame(1, b"part one, part two"));
+    assert_eq!(conn.retained_bytes(), 0);
+}
+
+#[test]
+fn violations_close_with_the_right_code() {
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("invalid utf-8", masked(true, 1, &[0xff, 0xfe]), 1007),
+        (
+            "reserved bits",
+            {
+                let mut f = masked(true, 1, b"x");
+                f[0] |= 0x40;
+                f
+            },
+            1002,
+        ),
+        ("reserved opcode", masked(true, 3, b"x"), 1002),
+        ("unmasked", vec![0x81, 0x01, b'x'], 1002),
+        ("continuation first", masked(true, 0, b"x"), 1002),
+        ("fragmented ping", masked(false, 9, b"x"), 1002),
+        (
+            "bad close code",
+            masked(true, 8, &999u16.to_be_bytes()),
+            1002,
+        ),
+        ("too big", masked(true, 2, &[0u8; 2048]), 1009),
+    ];
+    for (name, bytes, code) in cases {
+        let mut h = Harness::new(|c| {
+            c.websocket.max_frame_bytes = 1024;
+            c.websocket.max_message_bytes = 1024;
+        });
+        let mut conn = h.open();
+        let out = h.input(&mut conn, &bytes);
+        assert_eq!(close_code(&out), Some(code), "{name}: {out:?}");
+        assert!(
+            matches!(conn.phase(), Phase::Linger | Phase::Closed),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn oversized_message_over_fragments_is_1009() {
+    let mut h = Harness::new(|c| c.websocket.max_message_bytes = 1000);
+    let mut conn = h.open();
+    h.input(&mut conn, &masked(false, 2, &[0u8; 600]));
+    let out = h.input(&mut conn, &masked(true, 0, &[0u8; 600]));
+    assert_eq!(close_code(&out), Some(1009));
+    assert_eq!(conn.close_reason(), Some(CloseReason::MessageTooBig));
+}
+
+#[test]
+fn oversized_frame_is_refused_from_its_header_alone() {
+    let mut h = Harness::new(|c| c.websocket.max_frame_bytes = 1000);
+    let mut conn = h.open();
+    let frame = masked(true, 2, &[0u8; 5000]);
+    let out = h.input(&mut conn, &frame[..14]);
+    assert_eq!(close_code(&out), Some(1009));
+}
+
+#[test]
+fn silent_client_gets_pings_then_is_closed_as_timeout() {
+    let mut h = Harness::new(|c| {
+        c.health.ping_interval_ms = 1000;
+        c.health.dead_client_ms = 3000;
+    });
+    let mut conn = h.open();
+    assert_eq!(conn.deadline(&h.settings), 10);
+    h.now = 10;
+    let out = h.timer(&mut conn);
+    assert_eq!(out, server_frame(9, b""), "a ping after 1 s of silence");
+    assert_eq!(conn.deadline(&h.settings), 20);
+    // A pong (any input) pushes the dead-client deadline.
+    h.now = 15;
+    h.input(&mut conn, &masked(true, 10, b""));
+    h.now = 30;
+    h.timer(&mut conn);
+    assert_eq!(
+        conn.phase(),
+        Phase::Open,
+        "pong at 1.5 s keeps it alive at 3 s"
+    );
+    h.now = 45;
+    let out = h.timer(&mut conn);
+    assert_eq!(close_code(&out), Some(1001));
+    assert_eq!(conn.close_reason(), Some(CloseReason::Timeout));
+}
+
+#[test]
+fn handshake_deadline_closes_an_unfinished_request() {
+    let mut h = Harness::new(|c| c.handshake.timeout_ms = 500);
+    let mut conn = Conn::new(0, &h.settings);
+    h.input(&mut conn, b"GET /echo HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(conn.deadline(&h.settings), 5);
+    h.now = 5;
+    h.timer(&mut conn);
+    assert!(conn.is_closed());
+    assert_eq!(conn.close_reason(), Some(CloseReason::HandshakeTimeout));
+}
+
+#[test]
+fn refusals_are_http_responses_then_linger() {
+    for (req, status) in [
+        (&b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"[..], "404"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n", "405"),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 8\r\n\r\n", "426"),
+    ] {
+        let mut h = Harness::new(|_| {});
+        let mut conn = Conn::new(0, &h.settings);
+        let out = h.input(&mut conn, req);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert_eq!(conn.phase(), Phase::Linger);
+        assert!(conn.wants_shutdown());
+    }
+}
+
+#[test]
+fn peer_close_is_echoed_and_the_connection_lingers() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    let out = h.input(&mut conn, &masked(true, 8, &[0x0f, 0xa0, b'b', b'y', b'e']));
+    assert_eq!(out, server_frame(8, &[0x0f, 0xa0, b'b', b'y', b'e']));
+    assert_eq!(conn.phase(), Phase::Linger);
+    assert_eq!(conn.close_reason(), Some(CloseReason::ClientClose));
+}
+
+#[test]
+fn server_close_waits_for_the_reply_then_drops_at_deadline() {
+    let mut h = Harness::new(|c| c.health.close_timeout_ms = 1000);
+    let mut conn = h.open();
+    conn.start_close(CloseCode::Away, "bye", CloseReason::Shutdown, &mut h.env());
+    assert_eq!(close_code(&h.take_output()), Some(1001));
+    assert_eq!(conn.phase(), Phase::Closing);
+    // Data sent before the client saw our close is read and ignored.
+    assert!(h.input(&mut conn, &masked(true, 1, b"late")).is_empty());
+    h.now = 10;
+    h.timer(&mut conn);
+    assert!(conn.is_closed());
+    assert_eq!(conn.close_reason(), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn server_close_completes_on_the_reply() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    conn.start_close(CloseCode::Away, "bye", CloseReason::Shutdown, &mut h.env());
+    h.take_output();
+    h.input(&mut conn, &masked(true, 8, &1001u16.to_be_bytes()));
+    assert_eq!(conn.phase(), Phase::Linger);
+}
+
+#[test]
+fn overflowing_queue_closes_as_slow_consumer_or_drops() {
+    for policy in [SlowConsumerPolicy::Close, SlowConsumerPolicy::Drop] {
+        let mut h = Harness::new(|c| {
+            c.write_queue.max_bytes = 4096;
+            c.write_queue.high_water_bytes = 2048;
+            c.write_queue.slow_consumer = policy;
+        });
+        let mut conn = h.open();
+        // The kernel took nothing: everything queues.
+        conn.outbox.push(Bytes::from(vec![0u8; 4000]));
+        let out = h.input(&mut conn, &masked(true, 2, &[1u8; 200]));
+        match policy {
+            SlowConsumerPolicy::Close => {
+                assert_eq!(close_code(&out), Some(1008));
+                assert_eq!(conn.close_reason(), Some(CloseReason::SlowConsumer));
+                assert_eq!(conn.outbox.len(), 0, "queued data discarded");
+            }
+            SlowConsumerPolicy::Drop => {
+                assert!(out.is_empty());
+                assert_eq!(h.stats.dropped, 1);
+                assert_eq!(conn.phase(), Phase::Open);
+            }
+        }
+    }
+}
+
+#[test]
+fn backpressure_pauses_reading_above_high_water_and_resumes_below_half() {
+    let mut h = Harness::new(|c| c.write_queue.high_water_bytes = 1000);
+    let mut conn = h.open();
+    conn.outbox.push(Bytes::from(vec![0u8; 1500]));
+    conn.update_backpressure(&h.settings);
+    assert!(!conn.wants_read());
+    let mut sink = Vec::new();
+    let n = conn.outbox.write_to(&mut sink).unwrap();
+    assert!(
+        conn.handle_written(n, 1, &h.settings),
+        "resumes: caller must read again"
+    );
+    assert!(conn.wants_read());
+}

@@ -215,3 +215,15 @@ impl Raw {
         }
     }
 }
+
+/// Polls `cond` every 20 ms for up to 10 s; true once it holds.
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
