@@ -22,9 +22,10 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig, WebSocketContext};
 
 use crate::config::{Config, SlowConsumerPolicy};
-use crate::handshake::{self, Limits, Reject};
+use crate::handshake::{self, Limits, Reject, Request};
 use crate::metrics::{CloseReason, Stats};
 use crate::outbox::{Cork, Outbox};
+use crate::pubsub::protocol::{self as proto, HttpPublish};
 use crate::stream::MemStream;
 
 /// A deadline that never comes.
@@ -44,6 +45,18 @@ pub struct Settings {
     pub limits: Limits,
     /// Path of the echo route, if enabled.
     pub echo_path: Option<String>,
+    /// Path of the pub/sub route, if enabled.
+    pub pubsub_path: Option<String>,
+    /// Path of the HTTP publish API, if enabled.
+    pub publish_api_path: Option<String>,
+    /// Largest publish payload, bytes.
+    pub max_data_bytes: usize,
+    /// Rooms per connection.
+    pub max_rooms: usize,
+    /// Subscribers per room per worker.
+    pub max_room_members: Option<usize>,
+    /// Member ids listed in a presence reply.
+    pub presence_max_members: usize,
     /// Subprotocols the server may select.
     pub subprotocols: Vec<String>,
     /// tungstenite configuration for every context.
@@ -68,6 +81,10 @@ pub struct Settings {
     pub high_water_bytes: usize,
     /// Overflow policy.
     pub policy: SlowConsumerPolicy,
+    /// SO_SNDBUF for client sockets (0 = autotune).
+    pub socket_send_buffer: usize,
+    /// SO_RCVBUF for client sockets (0 = autotune).
+    pub socket_recv_buffer: usize,
 }
 
 impl Settings {
@@ -85,6 +102,14 @@ impl Settings {
                 ..Limits::default()
             },
             echo_path: Some(config.routes.echo.clone()).filter(|p| !p.is_empty()),
+            pubsub_path: Some(config.routes.pubsub.clone()).filter(|p| !p.is_empty()),
+            publish_api_path: Some(config.routes.publish_api.clone())
+                .filter(|p| !p.is_empty() && config.pubsub.http_publish),
+            max_data_bytes: config.pubsub.max_data_bytes,
+            max_rooms: config.pubsub.max_rooms_per_connection,
+            max_room_members: (config.pubsub.max_subscribers_per_room > 0)
+                .then_some(config.pubsub.max_subscribers_per_room),
+            presence_max_members: config.pubsub.presence_max_members,
             subprotocols: config.websocket.subprotocols.clone(),
             ws_config,
             max_frame_bytes: config.websocket.max_frame_bytes,
@@ -98,6 +123,8 @@ impl Settings {
             max_queue_bytes: config.write_queue.max_bytes,
             high_water_bytes: config.write_queue.high_water_bytes,
             policy: config.write_queue.slow_consumer,
+            socket_send_buffer: config.server.socket_send_buffer_bytes,
+            socket_recv_buffer: config.server.socket_recv_buffer_bytes,
         }
     }
 }
@@ -122,6 +149,19 @@ pub enum Phase {
 pub enum Route {
     /// Echo every data message back.
     Echo,
+    /// The pub/sub application protocol (messages go to the worker).
+    PubSub,
+}
+
+/// What a connection hands its worker to act on after its turn.
+#[derive(Debug)]
+pub enum AppEvent {
+    /// The upgrade completed on this route.
+    Opened(Route),
+    /// A whole message on the pub/sub route.
+    Message(OpData, Bytes),
+    /// A valid `POST` to the publish API (already answered `202`).
+    HttpPublish(HttpPublish),
 }
 
 /// Reusable tungstenite contexts, owned by a worker.
@@ -159,6 +199,8 @@ pub struct Env<'a> {
     pub stats: &'a mut Stats,
     /// Settings.
     pub settings: &'a Settings,
+    /// Events for the worker's application layer.
+    pub events: &'a mut Vec<AppEvent>,
 }
 
 /// One connection's protocol state. See the module docs.
@@ -447,9 +489,15 @@ impl Conn {
             Ok(Some(req)) => req,
             Err(reject) => return self.refuse(&reject, env),
         };
-        let route = match &s.echo_path {
-            Some(p) if *p == req.path => Route::Echo,
-            _ => return self.refuse(&Reject::new(404, "no such route"), env),
+        let path = Some(&req.path);
+        let route = if path == s.echo_path.as_ref() {
+            Route::Echo
+        } else if path == s.pubsub_path.as_ref() {
+            Route::PubSub
+        } else if path == s.publish_api_path.as_ref() {
+            return self.http_publish(&req, env);
+        } else {
+            return self.refuse(&Reject::new(404, "no such route"), env);
         };
         let upgrade = match handshake::validate_upgrade(&req, &s.subprotocols) {
             Ok(up) => up,
@@ -461,12 +509,56 @@ impl Conn {
         self.phase = Phase::Open;
         self.last_msg = env.now;
         self.last_ping = env.now;
+        if route == Route::PubSub {
+            env.events.push(AppEvent::Opened(route));
+        }
         // Bytes after the request head already belong to the WebSocket stream.
         let mut rest = std::mem::take(&mut self.inbuf);
         rest.drain(..req.head_len);
         if !rest.is_empty() {
             self.ws_input(&rest, env);
         }
+    }
+
+    /// `POST` to the publish API: wait for the whole body, validate it, answer.
+    fn http_publish(&mut self, req: &Request, env: &mut Env) {
+        if req.method != "POST" {
+            let reject = Reject::new(405, "use POST").with_header("Allow", "POST");
+            return self.refuse(&reject, env);
+        }
+        let max_body = env.settings.max_data_bytes + 1024;
+        let Some(len) = req.header("content-length") else {
+            return self.refuse(&Reject::new(411, "Content-Length required"), env);
+        };
+        let Some(len) = std::str::from_utf8(len)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        else {
+            return self.refuse(&Reject::new(400, "bad Content-Length"), env);
+        };
+        if len > max_body {
+            return self.refuse(&Reject::new(413, "body too large"), env);
+        }
+        if self.inbuf.len() < req.head_len + len {
+            return; // the body is still arriving, under the handshake deadline
+        }
+        let body = &self.inbuf[req.head_len..req.head_len + len];
+        let response = match proto::parse_http_publish(body, env.settings.max_data_bytes) {
+            Ok(publish) => {
+                let body = format!(
+                    "{{\"status\":\"accepted\",\"room\":\"{}\"}}\n",
+                    publish.room
+                );
+                env.events.push(AppEvent::HttpPublish(publish));
+                handshake::http_response(202, "application/json", body.as_bytes(), &[])
+            }
+            Err((status, reason)) => {
+                let body = format!("{reason}\n");
+                handshake::http_response(status, "text/plain; charset=utf-8", body.as_bytes(), &[])
+            }
+        };
+        env.cork.extend(&response);
+        self.linger(CloseReason::HttpServed, env);
     }
 
     fn refuse(&mut self, reject: &Reject, env: &mut Env) {
@@ -593,37 +685,21 @@ impl Conn {
             Some(Route::Echo) => {
                 self.send_data(op, payload, env);
             }
+            Some(Route::PubSub) => env.events.push(AppEvent::Message(op, payload)),
             None => {}
         }
     }
 
-    /// Queues one unfragmented data frame, applying the slow-consumer policy.
-    /// Returns false if the frame was not queued.
+    /// Queues one unfragmented data frame into the cork (this connection's
+    /// turn), applying the slow-consumer policy. Returns false if it was not
+    /// queued.
     pub fn send_data(&mut self, op: OpData, payload: Bytes, env: &mut Env) -> bool {
-        if self.phase != Phase::Open {
-            return false;
-        }
         let header = FrameHeader {
             opcode: OpCode::Data(op),
             ..FrameHeader::default()
         };
         let frame_len = header.len(payload.len() as u64) + payload.len();
-        let queued = self.outbox.len() + env.cork.len();
-        // One message larger than the whole queue may still go through an
-        // empty queue; otherwise the queue limit holds.
-        if queued > 0 && queued + frame_len > env.settings.max_queue_bytes {
-            match env.settings.policy {
-                SlowConsumerPolicy::Drop => env.stats.dropped += 1,
-                SlowConsumerPolicy::Close => {
-                    self.outbox.discard_unstarted();
-                    self.start_close(
-                        CloseCode::Policy,
-                        "slow consumer",
-                        CloseReason::SlowConsumer,
-                        env,
-                    );
-                }
-            }
+        if !self.admit(frame_len, env) {
             return false;
         }
         header
@@ -633,6 +709,52 @@ impl Conn {
         env.stats.bytes_out += payload.len() as u64;
         env.cork.push_shared(payload);
         true
+    }
+
+    /// Queues a complete, already encoded frame (a fan-out delivery or a
+    /// reply) behind everything else, applying the slow-consumer policy. A
+    /// close frame this causes goes into `env.cork`, which the caller must
+    /// append to the outbox. Returns false if it was not queued.
+    pub fn enqueue(&mut self, frame: Bytes, env: &mut Env) -> bool {
+        if !self.admit(frame.len(), env) {
+            return false;
+        }
+        env.stats.msgs_out += 1;
+        env.stats.bytes_out += frame.len() as u64;
+        self.outbox.push(frame);
+        true
+    }
+
+    /// Whether a frame of `frame_len` bytes may be queued now; applies the
+    /// slow-consumer policy when it may not.
+    fn admit(&mut self, frame_len: usize, env: &mut Env) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let queued = self.outbox.len() + env.cork.len();
+        // One message larger than the whole queue may still go through an
+        // empty queue; otherwise the queue limit holds.
+        if queued == 0 || queued + frame_len <= env.settings.max_queue_bytes {
+            return true;
+        }
+        match env.settings.policy {
+            SlowConsumerPolicy::Drop => env.stats.dropped += 1,
+            SlowConsumerPolicy::Close => {
+                self.outbox.discard_unstarted();
+                self.start_close(
+                    CloseCode::Policy,
+                    "slow consumer",
+                    CloseReason::SlowConsumer,
+                    env,
+                );
+            }
+        }
+        false
+    }
+
+    /// The route this connection was upgraded on.
+    pub fn route(&self) -> Option<Route> {
+        self.route
     }
 }
 

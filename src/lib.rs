@@ -12,6 +12,7 @@ pub mod conn;
 pub mod handshake;
 pub mod metrics;
 pub mod outbox;
+pub mod pubsub;
 pub mod server;
 pub mod stream;
 pub mod timer;

@@ -95,6 +95,10 @@ pub struct Stats {
     pub dropped: u64,
     /// Accepts that failed for lack of descriptors.
     pub accept_emfile: u64,
+    /// Frames queued to subscribers by room fan-out.
+    pub deliveries: u64,
+    /// Application requests answered with an `error`.
+    pub requests_refused: u64,
     closes: [u64; CloseReason::ALL.len()],
 }
 
@@ -120,6 +124,8 @@ impl Stats {
         self.bytes_out += other.bytes_out;
         self.dropped += other.dropped;
         self.accept_emfile += other.accept_emfile;
+        self.deliveries += other.deliveries;
+        self.requests_refused += other.requests_refused;
         for (a, b) in self.closes.iter_mut().zip(other.closes.iter()) {
             *a += b;
         }

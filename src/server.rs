@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::conn::Settings;
 use crate::metrics::Stats;
-use crate::worker::{Control, Worker, TICK_MS};
+use crate::worker::{Control, Peer, Worker, TICK_MS};
 
 /// Listen backlog per worker listener.
 const BACKLOG: i32 = 4096;
@@ -55,18 +55,30 @@ impl Server {
             listeners.push(bind_reuseport(addr)?);
         }
         let settings = Settings::from_config(config, TICK_MS);
-        let mut workers = Vec::with_capacity(count);
-        for (index, listener) in listeners.into_iter().enumerate() {
+        // Every worker can reach every other: build all polls, wakers and
+        // channels first, then hand each worker the full peer list.
+        let mut polls = Vec::with_capacity(count);
+        let mut receivers = Vec::with_capacity(count);
+        let mut peers = Vec::with_capacity(count);
+        for _ in 0..count {
             let poll = Poll::new()?;
             let waker = Worker::waker(&poll)?;
-            let (control, rx) = mpsc::channel();
-            let worker = Worker::new(index, poll, listener, rx, settings.clone())?;
+            let (tx, rx) = mpsc::channel();
+            polls.push(poll);
+            receivers.push(rx);
+            peers.push(Peer { tx, waker });
+        }
+        let mut workers = Vec::with_capacity(count);
+        let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
+        for (index, ((listener, poll), rx)) in parts {
+            let worker = Worker::new(index, poll, listener, rx, settings.clone(), peers.clone())?;
             let thread = std::thread::Builder::new()
                 .name(format!("wsedge-worker-{index}"))
                 .spawn(move || worker.run())?;
+            let peer = &peers[index];
             workers.push(Handle {
-                control,
-                waker,
+                control: peer.tx.clone(),
+                waker: peer.waker.clone(),
                 thread: Some(thread),
             });
         }

@@ -1,28 +1,41 @@
 //! One worker: a mio poll loop on its own thread, its own SO_REUSEPORT
-//! listener, a slab of connections, a timer wheel and a scratch read buffer.
+//! listener, a slab of connections, a timer wheel, its rooms and a scratch
+//! read buffer.
 //!
 //! This is the only module that touches sockets. Per event it reads until
 //! `WouldBlock` (bounded per turn for fairness), feeds the bytes to the
 //! connection's sans-IO state machine, then writes everything that connection
-//! produced with one vectored write. Nothing here takes a lock: other threads
-//! talk to a worker through its control channel plus its `mio::Waker`.
+//! produced with one vectored write. Application output (acks, fan-out
+//! deliveries) is queued on the target connections and flushed once per poll
+//! iteration, one `writev` per connection.
+//!
+//! Nothing here takes a lock: other workers are reached through their
+//! control channel plus `mio::Waker`, with one batch per destination per
+//! iteration. The channel is drained at the start of every iteration, before
+//! socket events, so a subscription announced to a room's owner is always
+//! seen before a publish that was sent after the subscriber got its ack.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
 
-use crate::conn::{Conn, CtxPool, Env, Settings, NEVER};
+use crate::conn::{AppEvent, Conn, CtxPool, Env, Route, Settings, NEVER};
 use crate::metrics::{CloseReason, Stats};
 use crate::outbox::Cork;
+use crate::pubsub::protocol::{self as proto, ErrorCode, ProtoError, Request};
+use crate::pubsub::room::{owner_of, Joined, LocalRooms, Membership, OwnedRooms, RoomName};
+use crate::pubsub::{BusMsg, Payload};
 use crate::timer::{TimerId, TimerWheel};
 
 /// Milliseconds per timer-wheel tick.
@@ -36,6 +49,24 @@ const READ_CHUNK: usize = 64 * 1024;
 const MAX_READS_PER_TURN: usize = 4;
 /// Most often an accept failure for lack of descriptors is logged.
 const EMFILE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Bits of a connection id holding the slab key (4 Mi connections per worker).
+const KEY_BITS: u32 = 22;
+/// Bits of a connection id holding the slot generation.
+const GEN_BITS: u32 = 32;
+
+/// A connection id: unique in the process, never reused while the old one
+/// might still be referred to (the slot's generation changes on reuse).
+pub fn conn_id(worker: usize, key: usize, gen: u32) -> u64 {
+    ((worker as u64) << (KEY_BITS + GEN_BITS)) | ((gen as u64) << KEY_BITS) | key as u64
+}
+
+/// Splits a connection id into (worker, key, generation).
+pub fn split_conn_id(id: u64) -> (usize, usize, u32) {
+    let key = (id & ((1 << KEY_BITS) - 1)) as usize;
+    let gen = ((id >> KEY_BITS) & ((1 << GEN_BITS) - 1)) as u32;
+    ((id >> (KEY_BITS + GEN_BITS)) as usize, key, gen)
+}
 
 fn token_of(key: usize) -> Token {
     Token(key)
@@ -51,7 +82,18 @@ pub enum Control {
         drain: Duration,
     },
     /// Reply with a snapshot of the counters.
-    Stats(std::sync::mpsc::Sender<Stats>),
+    Stats(Sender<Stats>),
+    /// Pub/sub traffic from another worker.
+    Bus(Vec<BusMsg>),
+}
+
+/// A way to reach one worker.
+#[derive(Clone)]
+pub struct Peer {
+    /// Its control channel.
+    pub tx: Sender<Control>,
+    /// Its waker.
+    pub waker: Arc<Waker>,
 }
 
 struct Slot {
@@ -61,7 +103,70 @@ struct Slot {
     timer: Option<TimerId>,
     timer_at: u64,
     writable: bool,
+    dirty: bool,
     id: u64,
+    subs: Vec<Membership>,
+}
+
+/// Connections and what operating on them needs, apart from the loop.
+struct Core {
+    conns: Slab<Slot>,
+    cork: Cork,
+    pool: CtxPool,
+    stats: Stats,
+    settings: Settings,
+    events: Vec<AppEvent>,
+    now: u64,
+    /// Connections with queued output to flush at the end of the iteration.
+    dirty: Vec<usize>,
+}
+
+impl Core {
+    /// Queues an encoded frame to connection `key` (fan-out or reply).
+    fn queue(&mut self, key: usize, frame: Bytes) -> bool {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let mut env = Env {
+            now: self.now,
+            cork: &mut self.cork,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            events: &mut self.events,
+        };
+        let queued = slot.conn.enqueue(frame, &mut env);
+        if !self.cork.is_empty() {
+            // A slow-consumer close frame: it goes behind the queue.
+            self.cork.spill_into(0, &mut slot.conn.outbox);
+            self.cork.clear();
+        }
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key);
+        }
+        queued
+    }
+
+    fn queue_error(&mut self, key: usize, e: &ProtoError) {
+        self.stats.requests_refused += 1;
+        self.queue(key, proto::error(e));
+    }
+
+    /// The live connection with id `id` on this worker, if any.
+    fn key_of(&self, id: u64) -> Option<usize> {
+        let (_, key, _) = split_conn_id(id);
+        self.conns.get(key).filter(|s| s.id == id).map(|_| key)
+    }
+}
+
+struct PendingPresence {
+    origin: u64,
+    id: Option<String>,
+    room: RoomName,
+    remaining: usize,
+    count: usize,
+    members: Vec<u64>,
 }
 
 /// One worker's state. Create with [`Worker::new`], run with [`Worker::run`].
@@ -70,59 +175,72 @@ pub struct Worker {
     poll: Poll,
     listener: Option<TcpListener>,
     control: Receiver<Control>,
-    conns: Slab<Slot>,
+    core: Core,
     wheel: TimerWheel<usize>,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    settings: Settings,
     scratch: Box<[u8]>,
     /// Connections that may have more input (read cap hit, or reading resumed).
     ready: Vec<usize>,
     start: Instant,
-    now: u64,
     accept_paused: bool,
     last_emfile_log: Option<Instant>,
-    next_id: u64,
+    gens: Vec<u32>,
     draining_until: Option<u64>,
+    rooms: LocalRooms,
+    owned: OwnedRooms,
+    peers: Vec<Peer>,
+    outgoing: Vec<Vec<BusMsg>>,
+    presence: HashMap<u64, PendingPresence>,
+    next_query: u64,
 }
 
 impl Worker {
-    /// A worker owning `listener`, with its `poll` (whose waker the caller
-    /// keeps) and control channel.
+    /// A worker owning `listener`, with its `poll` (whose waker is in
+    /// `peers[index]`), its control channel and a way to reach every worker.
     pub fn new(
         index: usize,
         poll: Poll,
         listener: std::net::TcpListener,
         control: Receiver<Control>,
         settings: Settings,
+        peers: Vec<Peer>,
     ) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let workers = peers.len();
         Ok(Worker {
             index,
             poll,
             listener: Some(listener),
             control,
-            conns: Slab::new(),
+            core: Core {
+                conns: Slab::new(),
+                cork: Cork::with_capacity(READ_CHUNK),
+                pool: CtxPool::default(),
+                stats: Stats::default(),
+                settings,
+                events: Vec::new(),
+                now: 0,
+                dirty: Vec::new(),
+            },
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
-            cork: Cork::with_capacity(READ_CHUNK),
-            pool: CtxPool::default(),
-            stats: Stats::default(),
-            settings,
             scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
             ready: Vec::new(),
             start: Instant::now(),
-            now: 0,
             accept_paused: false,
             last_emfile_log: None,
-            next_id: 0,
+            gens: Vec::new(),
             draining_until: None,
+            rooms: LocalRooms::default(),
+            owned: OwnedRooms::default(),
+            peers,
+            outgoing: (0..workers).map(|_| Vec::new()).collect(),
+            presence: HashMap::new(),
+            next_query: 0,
         })
     }
 
-    /// The waker token other threads use via `Waker::new(poll.registry(), ...)`.
+    /// A waker for `poll`, for other threads to wake this worker.
     pub fn waker(poll: &Poll) -> io::Result<Arc<Waker>> {
         Ok(Arc::new(Waker::new(poll.registry(), WAKER)?))
     }
@@ -143,36 +261,34 @@ impl Worker {
                 Some(Duration::ZERO)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
                 }
-                return Err(e);
             }
-            self.now = self.tick_now();
+            self.core.now = self.tick_now();
+            if self.handle_control() {
+                return Ok(self.core.stats);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
-                    WAKER => {
-                        if self.handle_control() {
-                            return Ok(self.stats);
-                        }
-                    }
+                    WAKER => {}
                     Token(key) => self.conn_event(key, event),
                 }
             }
             let ready = std::mem::take(&mut self.ready);
-            for key in &ready {
-                if self.conns.contains(*key) {
-                    self.read_conn(*key);
-                    self.finish(*key);
+            for &key in &ready {
+                if self.core.conns.contains(key) {
+                    self.read_conn(key);
+                    self.end_turn(key);
                 }
             }
             if self.ready.is_empty() {
                 self.ready = ready;
                 self.ready.clear();
             }
-            if self.now > self.wheel.current_tick() {
-                self.wheel.advance(self.now, |_, key| fired.push(key));
+            if self.core.now > self.wheel.current_tick() {
+                self.wheel.advance(self.core.now, |_, key| fired.push(key));
                 for key in fired.drain(..) {
                     self.on_timer(key);
                 }
@@ -181,30 +297,65 @@ impl Worker {
                     self.accept_all();
                 }
             }
+            // Other workers first: a subscription announced to an owner must
+            // be in its channel before the subscriber can see its ack.
+            self.send_outgoing();
+            self.flush_dirty();
             if let Some(until) = self.draining_until {
-                if self.conns.is_empty() || self.now >= until {
+                if self.core.conns.is_empty() || self.core.now >= until {
                     info!(
                         "worker {}: drained, {} connections dropped",
                         self.index,
-                        self.conns.len()
+                        self.core.conns.len()
                     );
-                    return Ok(self.stats);
+                    return Ok(self.core.stats);
                 }
             }
         }
     }
 
-    /// Returns true when the worker should exit now.
+    /// Drains the control channel. Returns true when the worker should exit.
     fn handle_control(&mut self) -> bool {
         loop {
             match self.control.try_recv() {
                 Ok(Control::Shutdown { drain }) => self.begin_shutdown(drain),
                 Ok(Control::Stats(reply)) => {
-                    let _ = reply.send(self.stats.clone());
+                    let _ = reply.send(self.core.stats.clone());
+                }
+                Ok(Control::Bus(batch)) => {
+                    for msg in batch {
+                        self.handle_bus(msg);
+                    }
                 }
                 Err(TryRecvError::Empty) => return false,
                 Err(TryRecvError::Disconnected) => return true,
             }
+        }
+    }
+
+    fn send_outgoing(&mut self) {
+        for (w, batch) in self.outgoing.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let peer = &self.peers[w];
+            if peer.tx.send(Control::Bus(std::mem::take(batch))).is_ok() {
+                let _ = peer.waker.wake();
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        for &key in &dirty {
+            if let Some(slot) = self.core.conns.get_mut(key) {
+                slot.dirty = false;
+                self.finish(key);
+            }
+        }
+        if self.core.dirty.is_empty() {
+            self.core.dirty = dirty;
+            self.core.dirty.clear();
         }
     }
 
@@ -216,16 +367,18 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         let drain_ticks = (drain.as_millis() as u64).div_ceil(TICK_MS);
-        self.draining_until = Some(self.now + drain_ticks);
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        self.draining_until = Some(self.core.now + drain_ticks);
+        let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let slot = &mut self.conns[key];
+            let core = &mut self.core;
+            let slot = &mut core.conns[key];
             let mut env = Env {
-                now: self.now,
-                cork: &mut self.cork,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-                settings: &self.settings,
+                now: core.now,
+                cork: &mut core.cork,
+                pool: &mut core.pool,
+                stats: &mut core.stats,
+                settings: &core.settings,
+                events: &mut core.events,
             };
             slot.conn.start_close(
                 CloseCode::Away,
@@ -252,7 +405,7 @@ impl Worker {
                     // Out of descriptors: keep serving, retry on the next
                     // tick or when a connection closes (the listener is
                     // edge-triggered, so it will not spin).
-                    self.stats.accept_emfile += 1;
+                    self.core.stats.accept_emfile += 1;
                     self.accept_paused = true;
                     let now = Instant::now();
                     if self
@@ -263,7 +416,7 @@ impl Worker {
                         warn!(
                             "worker {}: accept failed: {e}; {} connections open, retrying",
                             self.index,
-                            self.conns.len()
+                            self.core.conns.len()
                         );
                     }
                     return;
@@ -283,8 +436,22 @@ impl Worker {
 
     fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr) {
         let _ = sock.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
+        let settings = &self.core.settings;
+        if settings.socket_send_buffer > 0 {
+            let _ = socket2::SockRef::from(&sock).set_send_buffer_size(settings.socket_send_buffer);
+        }
+        if settings.socket_recv_buffer > 0 {
+            let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(settings.socket_recv_buffer);
+        }
+        let entry = self.core.conns.vacant_entry();
         let key = entry.key();
+        if key >= 1 << KEY_BITS {
+            warn!(
+                "worker {}: connection table full, refusing {peer}",
+                self.index
+            );
+            return;
+        }
         if let Err(e) = self.poll.registry().register(
             &mut sock,
             token_of(key),
@@ -293,11 +460,14 @@ impl Worker {
             warn!("worker {}: register failed: {e}", self.index);
             return;
         }
-        let conn = Conn::new(self.now, &self.settings);
-        let deadline = conn.deadline(&self.settings);
+        if self.gens.len() <= key {
+            self.gens.resize(key + 1, 0);
+        }
+        self.gens[key] = self.gens[key].wrapping_add(1);
+        let id = conn_id(self.index, key, self.gens[key]);
+        let conn = Conn::new(self.core.now, &self.core.settings);
+        let deadline = conn.deadline(&self.core.settings);
         let timer = self.wheel.insert(deadline, key);
-        self.next_id += 1;
-        let id = ((self.index as u64) << 48) | self.next_id;
         entry.insert(Slot {
             sock,
             conn,
@@ -305,15 +475,17 @@ impl Worker {
             timer: Some(timer),
             timer_at: deadline,
             writable: true,
+            dirty: false,
             id,
+            subs: Vec::new(),
         });
-        self.stats.accepted += 1;
-        self.stats.open += 1;
+        self.core.stats.accepted += 1;
+        self.core.stats.open += 1;
         debug!("worker {} conn {id:x}: accepted from {peer}", self.index);
     }
 
     fn conn_event(&mut self, key: usize, event: &Event) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let Some(slot) = self.core.conns.get_mut(key) else {
             return;
         };
         if event.is_writable() {
@@ -323,13 +495,27 @@ impl Worker {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.read_conn(key);
         }
+        self.end_turn(key);
+    }
+
+    /// After a connection's input: write its output, then act on what it
+    /// asked of the application layer.
+    fn end_turn(&mut self, key: usize) {
+        let id = self.core.conns.get(key).map(|s| s.id);
         self.finish(key);
+        if !self.core.events.is_empty() {
+            let mut events = std::mem::take(&mut self.core.events);
+            for event in events.drain(..) {
+                self.app_event(key, id, event);
+            }
+            self.core.events = events;
+        }
     }
 
     /// Writes queued output; resumes reading when the queue drained enough.
     fn flush(&mut self, key: usize) {
-        let slot = &mut self.conns[key];
-        if slot.conn.outbox.is_empty() {
+        let slot = &mut self.core.conns[key];
+        if slot.conn.outbox.is_empty() || !slot.writable {
             return;
         }
         match slot.conn.outbox.write_to(&mut slot.sock) {
@@ -337,7 +523,10 @@ impl Worker {
                 if !slot.conn.outbox.is_empty() {
                     slot.writable = false;
                 }
-                if slot.conn.handle_written(n, self.now, &self.settings) {
+                if slot
+                    .conn
+                    .handle_written(n, self.core.now, &self.core.settings)
+                {
                     self.ready.push(key);
                 }
             }
@@ -346,7 +535,8 @@ impl Worker {
     }
 
     fn read_conn(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else {
             return;
         };
         for _ in 0..MAX_READS_PER_TURN {
@@ -360,11 +550,12 @@ impl Worker {
                 }
                 Ok(n) => {
                     let mut env = Env {
-                        now: self.now,
-                        cork: &mut self.cork,
-                        pool: &mut self.pool,
-                        stats: &mut self.stats,
-                        settings: &self.settings,
+                        now: core.now,
+                        cork: &mut core.cork,
+                        pool: &mut core.pool,
+                        stats: &mut core.stats,
+                        settings: &core.settings,
+                        events: &mut core.events,
                     };
                     slot.conn.handle_input(&self.scratch[..n], &mut env);
                     if n < self.scratch.len() {
@@ -386,17 +577,19 @@ impl Worker {
     }
 
     fn on_timer(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else {
             return;
         };
         slot.timer = None;
         slot.timer_at = NEVER;
         let mut env = Env {
-            now: self.now,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
+            now: core.now,
+            cork: &mut core.cork,
+            pool: &mut core.pool,
+            stats: &mut core.stats,
+            settings: &core.settings,
+            events: &mut core.events,
         };
         slot.conn.handle_timer(&mut env);
         self.finish(key);
@@ -405,13 +598,14 @@ impl Worker {
     /// Ends a connection's turn: write its output, apply backpressure,
     /// half-close or drop it, and keep its timer right.
     fn finish(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else {
-            self.cork.clear();
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else {
+            core.cork.clear();
             return;
         };
-        if !self.cork.is_empty() {
+        if !core.cork.is_empty() {
             let written = if slot.conn.outbox.is_empty() && slot.writable {
-                match self.cork.write_to(&mut slot.sock) {
+                match core.cork.write_to(&mut slot.sock) {
                     Ok(n) => n,
                     Err(_) => {
                         slot.conn.handle_io_error();
@@ -421,16 +615,20 @@ impl Worker {
             } else {
                 0
             };
-            if written < self.cork.len() && !slot.conn.is_closed() {
-                self.cork.spill_into(written, &mut slot.conn.outbox);
+            if written < core.cork.len() && !slot.conn.is_closed() {
+                core.cork.spill_into(written, &mut slot.conn.outbox);
                 slot.writable = false;
             }
-            self.cork.clear();
-            if slot.conn.handle_written(written, self.now, &self.settings) {
+            core.cork.clear();
+            if slot.conn.handle_written(written, core.now, &core.settings) {
                 self.ready.push(key);
             }
+        } else if !slot.conn.outbox.is_empty() && slot.writable {
+            self.flush(key);
         }
-        slot.conn.update_backpressure(&self.settings);
+        let core = &mut self.core;
+        let slot = &mut core.conns[key];
+        slot.conn.update_backpressure(&core.settings);
         if slot.conn.wants_shutdown() {
             let _ = slot.sock.shutdown(Shutdown::Write);
             slot.conn.shutdown_done();
@@ -439,7 +637,7 @@ impl Worker {
             self.remove(key);
             return;
         }
-        let want = slot.conn.deadline(&self.settings).max(self.now + 1);
+        let want = slot.conn.deadline(&core.settings).max(core.now + 1);
         if want < slot.timer_at {
             match slot.timer {
                 Some(id) if self.wheel.reschedule(id, want) => {}
@@ -450,14 +648,17 @@ impl Worker {
     }
 
     fn remove(&mut self, key: usize) {
-        let mut slot = self.conns.remove(key);
+        let mut slot = self.core.conns.remove(key);
         if let Some(id) = slot.timer {
             self.wheel.cancel(id);
         }
         let _ = self.poll.registry().deregister(&mut slot.sock);
+        for sub in std::mem::take(&mut slot.subs) {
+            self.leave_room(&sub, key);
+        }
         let reason = slot.conn.close_reason().unwrap_or(CloseReason::IoError);
-        self.stats.count_close(reason);
-        self.stats.open -= 1;
+        self.core.stats.count_close(reason);
+        self.core.stats.open -= 1;
         debug!(
             "worker {} conn {:x}: closed ({}) peer {} phase {:?}",
             self.index,
@@ -472,5 +673,386 @@ impl Worker {
             drop(slot);
             self.accept_all();
         }
+    }
+
+    // ---- application layer: rooms, publish, direct messages, presence ----
+
+    fn app_event(&mut self, key: usize, id: Option<u64>, event: AppEvent) {
+        match event {
+            AppEvent::HttpPublish(p) => {
+                self.publish(&p.room, None, Payload::Json(Bytes::from(p.data)));
+            }
+            AppEvent::Opened(Route::PubSub) => {
+                if let Some(id) = id {
+                    self.core.queue(key, proto::welcome(id));
+                }
+            }
+            AppEvent::Opened(_) => {}
+            AppEvent::Message(op, payload) => {
+                if let Some(id) = id.filter(|_| self.core.conns.contains(key)) {
+                    self.request(key, id, op, payload);
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, key: usize, id: u64, op: OpData, payload: Bytes) {
+        let max_data = self.core.settings.max_data_bytes;
+        let parsed = match op {
+            OpData::Text => match std::str::from_utf8(&payload) {
+                Ok(text) => proto::parse_text(text, max_data),
+                Err(_) => return,
+            },
+            _ => proto::parse_binary(&payload, max_data),
+        };
+        let req = match parsed {
+            Ok(req) => req,
+            Err(e) => return self.core.queue_error(key, &e),
+        };
+        let req_id = req.id();
+        let result = match &req {
+            Request::Subscribe { room, .. } => self.subscribe(key, room, req_id),
+            Request::Unsubscribe { room, .. } => self.unsubscribe(key, room, req_id),
+            Request::Publish { room, data, .. } => {
+                let data = Bytes::copy_from_slice(data.as_bytes());
+                self.publish(room, Some(id), Payload::Json(data));
+                Ok(())
+            }
+            Request::PublishBinary {
+                room,
+                payload: body,
+            } => {
+                let body = payload.slice_ref(body);
+                self.publish(room, Some(id), Payload::Binary(body));
+                Ok(())
+            }
+            Request::Send { to, data, .. } => {
+                let frame = proto::direct(Some(id), data);
+                self.send_direct(key, id, *to, frame, req_id)
+            }
+            Request::Presence { room, .. } => {
+                self.presence(id, room, req_id);
+                return;
+            }
+        };
+        match result {
+            Ok(()) => {
+                if let Some(rid) = req_id {
+                    self.core.queue(key, proto::ack(rid));
+                }
+            }
+            Err(Some(e)) => self.core.queue_error(key, &e),
+            Err(None) => {} // answered later (cross-worker)
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        key: usize,
+        room: &str,
+        rid: Option<&serde_json::value::RawValue>,
+    ) -> Result<(), Option<ProtoError>> {
+        let max_rooms = self.core.settings.max_rooms;
+        let max_members = self.core.settings.max_room_members;
+        let slot = &mut self.core.conns[key];
+        if slot.subs.len() >= max_rooms && !slot.subs.iter().any(|m| &*m.room == room) {
+            let msg = format!("already in the maximum of {max_rooms} rooms");
+            return Err(Some(ProtoError::new(rid, ErrorCode::TooManyRooms, msg)));
+        }
+        match self.rooms.join(room, key, &mut slot.subs, max_members) {
+            Joined::Full => Err(Some(ProtoError::new(
+                rid,
+                ErrorCode::RoomFull,
+                "room is full",
+            ))),
+            Joined::Already => Ok(()),
+            Joined::New { first } => {
+                if first {
+                    let name = slot.subs.last().map(|m| m.room.clone());
+                    if let Some(name) = name {
+                        self.interest(&name, true);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn unsubscribe(
+        &mut self,
+        key: usize,
+        room: &str,
+        rid: Option<&serde_json::value::RawValue>,
+    ) -> Result<(), Option<ProtoError>> {
+        let slot = &mut self.core.conns[key];
+        let Some(i) = slot.subs.iter().position(|m| &*m.room == room) else {
+            return Err(Some(ProtoError::new(
+                rid,
+                ErrorCode::NotSubscribed,
+                "not subscribed",
+            )));
+        };
+        let sub = slot.subs.swap_remove(i);
+        self.leave_room(&sub, key);
+        Ok(())
+    }
+
+    fn leave_room(&mut self, sub: &Membership, key: usize) {
+        let conns = &mut self.core.conns;
+        let last = self.rooms.leave(sub, key, |moved, room, pos| {
+            if let Some(m) = conns.get_mut(moved) {
+                if let Some(s) = m.subs.iter_mut().find(|s| Arc::ptr_eq(&s.room, room)) {
+                    s.pos = pos;
+                }
+            }
+        });
+        if last {
+            self.interest(&sub.room, false);
+        }
+    }
+
+    fn interest(&mut self, room: &RoomName, on: bool) {
+        let owner = owner_of(room, self.peers.len());
+        if owner == self.index {
+            self.owned.interest(room, self.index, on);
+        } else {
+            self.outgoing[owner].push(BusMsg::Interest {
+                room: room.clone(),
+                worker: self.index,
+                on,
+            });
+        }
+    }
+
+    fn publish(&mut self, room: &str, from: Option<u64>, payload: Payload) {
+        let owner = owner_of(room, self.peers.len());
+        if owner == self.index {
+            self.sequence_and_fan_out(room, from, payload);
+        } else {
+            self.outgoing[owner].push(BusMsg::Publish {
+                room: Arc::from(room),
+                from,
+                payload,
+            });
+        }
+    }
+
+    /// As the room's owner: give the message its sequence number, encode it
+    /// once, and send the same bytes to every worker with subscribers.
+    fn sequence_and_fan_out(&mut self, room: &str, from: Option<u64>, payload: Payload) {
+        let Some((seq, workers)) = self.owned.sequence(room) else {
+            return;
+        };
+        let frame = match &payload {
+            Payload::Json(data) => {
+                let data = std::str::from_utf8(data).unwrap_or("null");
+                proto::message(room, from, seq, data)
+            }
+            Payload::Binary(data) => proto::message_binary(room, from, seq, data),
+        };
+        let mut local = false;
+        let mut shared: Option<RoomName> = None;
+        for &w in workers {
+            if w == self.index {
+                local = true;
+            } else {
+                let name = shared.get_or_insert_with(|| Arc::from(room)).clone();
+                self.outgoing[w].push(BusMsg::Deliver {
+                    room: name,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        if local {
+            self.deliver_local(room, &frame);
+        }
+    }
+
+    fn deliver_local(&mut self, room: &str, frame: &Bytes) {
+        let members = self.rooms.members(room);
+        self.core.stats.deliveries += members.len() as u64;
+        for &key in members {
+            self.core.queue(key, frame.clone());
+        }
+    }
+
+    fn send_direct(
+        &mut self,
+        key: usize,
+        origin: u64,
+        to: u64,
+        frame: Bytes,
+        rid: Option<&serde_json::value::RawValue>,
+    ) -> Result<(), Option<ProtoError>> {
+        let (worker, _, _) = split_conn_id(to);
+        let not_found = || {
+            Some(ProtoError::new(
+                rid,
+                ErrorCode::NotFound,
+                "no such connection",
+            ))
+        };
+        if worker == self.index {
+            let target = self
+                .core
+                .key_of(to)
+                .filter(|&k| self.core.conns[k].conn.route() == Some(Route::PubSub));
+            return match target {
+                Some(k) if self.core.queue(k, frame) => Ok(()),
+                _ => Err(not_found()),
+            };
+        }
+        if worker >= self.peers.len() {
+            return Err(not_found());
+        }
+        let _ = key;
+        let id = rid.map(|r| Box::from(r.get()));
+        self.outgoing[worker].push(BusMsg::Direct {
+            to,
+            frame,
+            origin,
+            id,
+        });
+        Err(None)
+    }
+
+    fn presence(&mut self, origin: u64, room: &str, rid: Option<&serde_json::value::RawValue>) {
+        let max = self.core.settings.presence_max_members;
+        let local = self.rooms.members(room);
+        let members: Vec<u64> = local
+            .iter()
+            .take(max)
+            .filter_map(|&k| self.core.conns.get(k).map(|s| s.id))
+            .collect();
+        let mut pending = PendingPresence {
+            origin,
+            id: rid.map(|r| r.get().to_string()),
+            room: Arc::from(room),
+            remaining: self.peers.len() - 1,
+            count: local.len(),
+            members,
+        };
+        if pending.remaining == 0 {
+            return self.answer_presence(pending);
+        }
+        self.next_query += 1;
+        let query = self.next_query;
+        for w in (0..self.peers.len()).filter(|&w| w != self.index) {
+            self.outgoing[w].push(BusMsg::PresenceQuery {
+                room: pending.room.clone(),
+                query,
+                origin_worker: self.index,
+            });
+        }
+        pending.members.reserve(0);
+        self.presence.insert(query, pending);
+    }
+
+    fn answer_presence(&mut self, p: PendingPresence) {
+        let Some(key) = self.core.key_of(p.origin) else {
+            return;
+        };
+        let max = self.core.settings.presence_max_members;
+        let truncated = p.count > p.members.len().min(max);
+        let members = &p.members[..p.members.len().min(max)];
+        let frame = proto::presence(p.id.as_deref(), &p.room, p.count, members, truncated);
+        self.core.queue(key, frame);
+    }
+
+    fn handle_bus(&mut self, msg: BusMsg) {
+        match msg {
+            BusMsg::Publish {
+                room,
+                from,
+                payload,
+            } => self.sequence_and_fan_out(&room, from, payload),
+            BusMsg::Deliver { room, frame } => self.deliver_local(&room, &frame),
+            BusMsg::Interest { room, worker, on } => self.owned.interest(&room, worker, on),
+            BusMsg::Direct {
+                to,
+                frame,
+                origin,
+                id,
+            } => {
+                let ok = match self.core.key_of(to) {
+                    Some(k) if self.core.conns[k].conn.route() == Some(Route::PubSub) => {
+                        self.core.queue(k, frame)
+                    }
+                    _ => false,
+                };
+                let (w, _, _) = split_conn_id(origin);
+                if w < self.outgoing.len() {
+                    self.outgoing[w].push(BusMsg::DirectResult { origin, id, ok });
+                }
+            }
+            BusMsg::DirectResult { origin, id, ok } => {
+                let Some(key) = self.core.key_of(origin) else {
+                    return;
+                };
+                let rid = id.as_deref().and_then(|s| serde_json::from_str(s).ok());
+                if ok {
+                    if let Some(rid) = rid {
+                        self.core.queue(key, proto::ack(rid));
+                    }
+                } else {
+                    let e = ProtoError::new(rid, ErrorCode::NotFound, "no such connection");
+                    self.core.queue_error(key, &e);
+                }
+            }
+            BusMsg::PresenceQuery {
+                room,
+                query,
+                origin_worker,
+            } => {
+                let max = self.core.settings.presence_max_members;
+                let local = self.rooms.members(&room);
+                let members = local
+                    .iter()
+                    .take(max)
+                    .filter_map(|&k| self.core.conns.get(k).map(|s| s.id))
+                    .collect();
+                let count = local.len();
+                if origin_worker < self.outgoing.len() {
+                    self.outgoing[origin_worker].push(BusMsg::PresenceReply {
+                        query,
+                        count,
+                        members,
+                    });
+                }
+            }
+            BusMsg::PresenceReply {
+                query,
+                count,
+                members,
+            } => {
+                let Some(p) = self.presence.get_mut(&query) else {
+                    return;
+                };
+                p.count += count;
+                p.members.extend(members);
+                p.remaining -= 1;
+                if p.remaining == 0 {
+                    if let Some(p) = self.presence.remove(&query) {
+                        self.answer_presence(p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_ids_round_trip_and_differ_by_generation() {
+        let id = conn_id(5, 123_456, 7);
+        assert_eq!(split_conn_id(id), (5, 123_456, 7));
+        assert_ne!(conn_id(5, 123_456, 8), id);
+        assert_eq!(
+            split_conn_id(conn_id(1023, (1 << 22) - 1, u32::MAX)),
+            (1023, (1 << 22) - 1, u32::MAX)
+        );
     }
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub routes: RoutesConfig,
     /// Frame and message limits.
     pub websocket: WebSocketLimits,
+    /// Rooms and pub/sub limits.
+    pub pubsub: PubSubConfig,
     /// Upgrade request limits.
     pub handshake: HandshakeConfig,
     /// Heartbeats and timeouts.
@@ -39,6 +41,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// SO_SNDBUF per client socket; 0 = kernel autotuning.
+    pub socket_send_buffer_bytes: usize,
+    /// SO_RCVBUF per client socket; 0 = kernel autotuning.
+    pub socket_recv_buffer_bytes: usize,
 }
 
 /// `[routes]`
@@ -47,6 +53,38 @@ pub struct ServerConfig {
 pub struct RoutesConfig {
     /// Path of the echo route; empty disables it.
     pub echo: String,
+    /// Path of the pub/sub route; empty disables it.
+    pub pubsub: String,
+    /// Path of the backend publish API.
+    pub publish_api: String,
+}
+
+/// `[pubsub]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubSubConfig {
+    /// Rooms per connection.
+    pub max_rooms_per_connection: usize,
+    /// Subscribers per room per worker; 0 = unlimited.
+    pub max_subscribers_per_room: usize,
+    /// Largest publish/send payload, bytes.
+    pub max_data_bytes: usize,
+    /// Member ids listed in a presence reply.
+    pub presence_max_members: usize,
+    /// Serve the HTTP publish API.
+    pub http_publish: bool,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        PubSubConfig {
+            max_rooms_per_connection: 100,
+            max_subscribers_per_room: 0,
+            max_data_bytes: 64 << 10,
+            presence_max_members: 1000,
+            http_publish: false,
+        }
+    }
 }
 
 /// `[websocket]`
@@ -114,6 +152,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
+            socket_send_buffer_bytes: 0,
+            socket_recv_buffer_bytes: 0,
         }
     }
 }
@@ -122,6 +162,8 @@ impl Default for RoutesConfig {
     fn default() -> Self {
         RoutesConfig {
             echo: "/echo".into(),
+            pubsub: "/ws".into(),
+            publish_api: "/api/publish".into(),
         }
     }
 }
@@ -232,8 +274,23 @@ impl Config {
                 format!("{} is out of range 0..=1024", self.server.workers),
             );
         }
-        if !self.routes.echo.is_empty() && !self.routes.echo.starts_with('/') {
-            return err("routes.echo", "a route path must start with '/'".into());
+        for (field, path) in [
+            ("routes.echo", &self.routes.echo),
+            ("routes.pubsub", &self.routes.pubsub),
+            ("routes.publish_api", &self.routes.publish_api),
+        ] {
+            if !path.is_empty() && !path.starts_with('/') {
+                return err(field, "a route path must start with '/'".into());
+            }
+        }
+        if self.pubsub.max_data_bytes == 0 || self.pubsub.max_data_bytes > ws_max(self) {
+            return err(
+                "pubsub.max_data_bytes",
+                format!(
+                    "must be between 1 and websocket.max_message_bytes ({})",
+                    ws_max(self)
+                ),
+            );
         }
         let ws = &self.websocket;
         if ws.max_frame_bytes == 0 || ws.max_message_bytes == 0 {
@@ -304,6 +361,10 @@ impl Config {
                 .unwrap_or(1)
         }
     }
+}
+
+fn ws_max(c: &Config) -> usize {
+    c.websocket.max_message_bytes
 }
 
 /// A duration from a `_ms` field.

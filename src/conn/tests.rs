@@ -9,6 +9,7 @@ struct Harness {
     cork: Cork,
     pool: CtxPool,
     stats: Stats,
+    events: Vec<AppEvent>,
     now: u64,
 }
 
@@ -21,6 +22,7 @@ impl Harness {
             cork: Cork::default(),
             pool: CtxPool::default(),
             stats: Stats::default(),
+            events: Vec::new(),
             now: 0,
         }
     }
@@ -32,6 +34,7 @@ impl Harness {
             pool: &mut self.pool,
             stats: &mut self.stats,
             settings: &self.settings,
+            events: &mut self.events,
         }
     }
 

@@ -106,6 +106,16 @@ impl Raw {
         }
     }
 
+    /// Wraps an already connected stream.
+    pub fn from_stream(sock: TcpStream) -> Raw {
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and upgrades on `path`, asserting the 101.
     pub fn upgrade(addr: SocketAddr, path: &str) -> Raw {
         let mut raw = Raw::connect(addr);
@@ -226,4 +236,81 @@ pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// A pub/sub client over tungstenite, speaking JSON.
+pub struct Ps {
+    pub ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    pub id: String,
+}
+
+impl Ps {
+    /// Connects to `/ws` and reads the welcome.
+    pub fn connect(addr: SocketAddr) -> Ps {
+        let mut ws = client(addr, "/ws");
+        let welcome = read_json(&mut ws);
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let id = welcome["conn_id"].as_str().expect("conn_id").to_string();
+        Ps { ws, id }
+    }
+
+    /// The worker this connection landed on (from its id).
+    pub fn worker(&self) -> u64 {
+        u64::from_str_radix(&self.id, 16).unwrap() >> 54
+    }
+
+    pub fn send(&mut self, v: serde_json::Value) {
+        self.ws
+            .send(tungstenite::Message::text(v.to_string()))
+            .expect("send");
+    }
+
+    pub fn recv(&mut self) -> serde_json::Value {
+        read_json(&mut self.ws)
+    }
+
+    /// Sends a request with `id` and returns the reply that carries that id.
+    pub fn request(&mut self, mut v: serde_json::Value, id: u64) -> serde_json::Value {
+        v["id"] = id.into();
+        self.send(v);
+        loop {
+            let r = self.recv();
+            if r["id"] == id {
+                return r;
+            }
+        }
+    }
+
+    pub fn subscribe(&mut self, room: &str) {
+        let r = self.request(serde_json::json!({"type": "subscribe", "room": room}), 1);
+        assert_eq!(r["type"], "ack", "{r}");
+    }
+}
+
+pub fn read_json(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>) -> serde_json::Value {
+    loop {
+        match ws.read().expect("read") {
+            tungstenite::Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+            tungstenite::Message::Binary(b) => {
+                return serde_json::json!({"binary": b.to_vec()});
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connects pub/sub clients until one lands on each of `workers` workers.
+pub fn one_per_worker(addr: SocketAddr, workers: u64) -> Vec<Ps> {
+    let mut found: Vec<Option<Ps>> = (0..workers).map(|_| None).collect();
+    for _ in 0..200 {
+        let c = Ps::connect(addr);
+        let w = c.worker() as usize;
+        if found[w].is_none() {
+            found[w] = Some(c);
+        }
+        if found.iter().all(|f| f.is_some()) {
+            return found.into_iter().map(|f| f.unwrap()).collect();
+        }
+    }
+    panic!("connections did not spread over {workers} workers");
 }
