@@ -99,6 +99,12 @@ pub struct Stats {
     pub deliveries: u64,
     /// Application requests answered with an `error`.
     pub requests_refused: u64,
+    /// Gauge, filled in snapshots: rooms with members on this worker.
+    pub rooms: u64,
+    /// Gauge, filled in snapshots: room memberships on this worker.
+    pub subscriptions: u64,
+    /// Gauge, filled in snapshots: bytes queued for clients, not yet written.
+    pub queued_bytes: u64,
     closes: [u64; CloseReason::ALL.len()],
 }
 
@@ -126,6 +132,9 @@ impl Stats {
         self.accept_emfile += other.accept_emfile;
         self.deliveries += other.deliveries;
         self.requests_refused += other.requests_refused;
+        self.rooms += other.rooms;
+        self.subscriptions += other.subscriptions;
+        self.queued_bytes += other.queued_bytes;
         for (a, b) in self.closes.iter_mut().zip(other.closes.iter()) {
             *a += b;
         }

@@ -320,7 +320,7 @@ impl Worker {
             match self.control.try_recv() {
                 Ok(Control::Shutdown { drain }) => self.begin_shutdown(drain),
                 Ok(Control::Stats(reply)) => {
-                    let _ = reply.send(self.core.stats.clone());
+                    let _ = reply.send(self.snapshot());
                 }
                 Ok(Control::Bus(batch)) => {
                     for msg in batch {
@@ -331,6 +331,20 @@ impl Worker {
                 Err(TryRecvError::Disconnected) => return true,
             }
         }
+    }
+
+    /// Counters plus the gauges computed now.
+    fn snapshot(&self) -> Stats {
+        let mut s = self.core.stats.clone();
+        s.rooms = self.rooms.len() as u64;
+        s.subscriptions = self.rooms.subscriptions() as u64;
+        s.queued_bytes = self
+            .core
+            .conns
+            .iter()
+            .map(|(_, c)| c.conn.outbox.len() as u64)
+            .sum();
+        s
     }
 
     fn send_outgoing(&mut self) {
