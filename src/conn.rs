@@ -57,6 +57,8 @@ pub struct Settings {
     pub max_room_members: Option<usize>,
     /// Member ids listed in a presence reply.
     pub presence_max_members: usize,
+    /// Serve /metrics, /healthz, /readyz on the main listener.
+    pub admin_on_main: bool,
     /// Subprotocols the server may select.
     pub subprotocols: Vec<String>,
     /// tungstenite configuration for every context.
@@ -110,6 +112,7 @@ impl Settings {
             max_room_members: (config.pubsub.max_subscribers_per_room > 0)
                 .then_some(config.pubsub.max_subscribers_per_room),
             presence_max_members: config.pubsub.presence_max_members,
+            admin_on_main: config.metrics.enabled && config.metrics.listen.is_empty(),
             subprotocols: config.websocket.subprotocols.clone(),
             ws_config,
             max_frame_bytes: config.websocket.max_frame_bytes,
@@ -162,6 +165,31 @@ pub enum AppEvent {
     Message(OpData, Bytes),
     /// A valid `POST` to the publish API (already answered `202`).
     HttpPublish(HttpPublish),
+    /// A plain HTTP request the worker answers (the connection waits for
+    /// [`Conn::respond`]).
+    Http(HttpRoute),
+}
+
+/// Plain HTTP routes answered by the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpRoute {
+    /// `GET /metrics`
+    Metrics,
+    /// `GET /healthz`
+    Health,
+    /// `GET /readyz`
+    Ready,
+}
+
+impl HttpRoute {
+    fn from_path(path: &str) -> Option<HttpRoute> {
+        match path {
+            "/metrics" => Some(HttpRoute::Metrics),
+            "/healthz" => Some(HttpRoute::Health),
+            "/readyz" => Some(HttpRoute::Ready),
+            _ => None,
+        }
+    }
 }
 
 /// Reusable tungstenite contexts, owned by a worker.
@@ -191,6 +219,8 @@ impl CtxPool {
 pub struct Env<'a> {
     /// The current tick.
     pub now: u64,
+    /// Milliseconds since the worker started (for round-trip times).
+    pub now_ms: u64,
     /// Output for this connection (written to the socket when its turn ends).
     pub cork: &'a mut Cork,
     /// Contexts to borrow.
@@ -227,12 +257,23 @@ pub struct Conn {
     last_msg: u64,
     last_ping: u64,
     last_write_progress: u64,
+    /// When the outstanding ping was sent (ms), 0 when none is.
+    ping_sent_ms: u64,
     shutdown_sent: bool,
+    /// Accepted on the admin listener: only the plain HTTP routes.
+    admin_only: bool,
+    /// A plain HTTP request waits for the worker's answer.
+    awaiting_app: bool,
 }
 
 impl Conn {
     /// A freshly accepted connection at tick `now`.
     pub fn new(now: u64, settings: &Settings) -> Conn {
+        Conn::accepted(now, settings, false)
+    }
+
+    /// A freshly accepted connection; `admin_only` for the metrics listener.
+    pub fn accepted(now: u64, settings: &Settings, admin_only: bool) -> Conn {
         Conn {
             phase: Phase::Handshake,
             route: None,
@@ -249,7 +290,10 @@ impl Conn {
             last_msg: now,
             last_ping: now,
             last_write_progress: now,
+            ping_sent_ms: 0,
             shutdown_sent: false,
+            admin_only,
+            awaiting_app: false,
         }
     }
 
@@ -276,7 +320,18 @@ impl Conn {
     /// True when the write side should be shut down now (everything flushed
     /// in `Linger`). The worker calls [`Conn::shutdown_done`] after doing it.
     pub fn wants_shutdown(&self) -> bool {
-        self.phase == Phase::Linger && !self.shutdown_sent && self.outbox.is_empty()
+        self.phase == Phase::Linger
+            && !self.shutdown_sent
+            && !self.awaiting_app
+            && self.outbox.is_empty()
+    }
+
+    /// The worker's answer to an [`AppEvent::Http`] request.
+    pub fn respond(&mut self, response: Bytes) {
+        if self.awaiting_app {
+            self.awaiting_app = false;
+            self.outbox.push(response);
+        }
     }
 
     /// The worker half-closed the socket.
@@ -289,10 +344,7 @@ impl Conn {
     pub fn retained_bytes(&self) -> usize {
         self.inbuf.capacity()
             + self.outbox.len()
-            + self
-                .ctx
-                .as_ref()
-                .map_or(0, |_| std::mem::size_of::<WebSocketContext>())
+            + self.ctx.as_ref().map_or(0, |_| std::mem::size_of::<WebSocketContext>())
     }
 
     /// Handles bytes read from the socket.
@@ -376,12 +428,7 @@ impl Conn {
             }
             Phase::Open => {
                 if now >= self.last_recv + s.dead_ticks {
-                    self.fail(
-                        CloseCode::Away,
-                        "no response to ping",
-                        CloseReason::Timeout,
-                        env,
-                    );
+                    self.fail(CloseCode::Away, "no response to ping", CloseReason::Timeout, env);
                 } else if !self.outbox.is_empty() && now >= self.last_write_progress + s.stall_ticks
                 {
                     // The client stopped reading: nothing we queue can reach it.
@@ -396,6 +443,7 @@ impl Conn {
                     );
                 } else if now >= self.last_recv.max(self.last_ping) + s.ping_ticks {
                     self.last_ping = now;
+                    self.ping_sent_ms = env.now_ms.max(1);
                     self.with_ctx(env, |ctx, io| ctx.write(io, Message::Ping(Bytes::new())));
                 }
             }
@@ -453,10 +501,7 @@ impl Conn {
     }
 
     fn send_close(&mut self, code: CloseCode, reason: &'static str, env: &mut Env) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
+        let frame = CloseFrame { code, reason: reason.into() };
         self.with_ctx(env, |ctx, io| ctx.close(io, Some(frame)));
     }
 
@@ -489,6 +534,16 @@ impl Conn {
             Ok(Some(req)) => req,
             Err(reject) => return self.refuse(&reject, env),
         };
+        if let Some(route) = HttpRoute::from_path(&req.path) {
+            if (self.admin_only || s.admin_on_main) && req.method == "GET" {
+                self.awaiting_app = true;
+                env.events.push(AppEvent::Http(route));
+                return self.linger(CloseReason::HttpServed, env);
+            }
+        }
+        if self.admin_only {
+            return self.refuse(&Reject::new(404, "no such route"), env);
+        }
         let path = Some(&req.path);
         let route = if path == s.echo_path.as_ref() {
             Route::Echo
@@ -530,9 +585,7 @@ impl Conn {
         let Some(len) = req.header("content-length") else {
             return self.refuse(&Reject::new(411, "Content-Length required"), env);
         };
-        let Some(len) = std::str::from_utf8(len)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
+        let Some(len) = std::str::from_utf8(len).ok().and_then(|v| v.trim().parse::<usize>().ok())
         else {
             return self.refuse(&Reject::new(400, "bad Content-Length"), env);
         };
@@ -545,14 +598,12 @@ impl Conn {
         let body = &self.inbuf[req.head_len..req.head_len + len];
         let response = match proto::parse_http_publish(body, env.settings.max_data_bytes) {
             Ok(publish) => {
-                let body = format!(
-                    "{{\"status\":\"accepted\",\"room\":\"{}\"}}\n",
-                    publish.room
-                );
+                let body = format!("{{\"status\":\"accepted\",\"room\":\"{}\"}}\n", publish.room);
                 env.events.push(AppEvent::HttpPublish(publish));
                 handshake::http_response(202, "application/json", body.as_bytes(), &[])
             }
             Err((status, reason)) => {
+                env.stats.count_refusal(status);
                 let body = format!("{reason}\n");
                 handshake::http_response(status, "text/plain; charset=utf-8", body.as_bytes(), &[])
             }
@@ -562,6 +613,7 @@ impl Conn {
     }
 
     fn refuse(&mut self, reject: &Reject, env: &mut Env) {
+        env.stats.count_refusal(reject.status);
         env.cork.extend(&reject.to_response());
         self.linger(CloseReason::HandshakeRefused, env);
     }
@@ -594,11 +646,7 @@ impl Conn {
                 }
             }
         };
-        let consumed = if whole > 0 {
-            self.feed(&work[..whole], env)
-        } else {
-            0
-        };
+        let consumed = if whole > 0 { self.feed(&work[..whole], env) } else { 0 };
         if matches!(self.phase, Phase::Open | Phase::Closing) {
             let rest = &work[consumed.max(whole)..];
             if !rest.is_empty() {
@@ -670,7 +718,14 @@ impl Conn {
                     self.close_reason = Some(CloseReason::ClientClose);
                 }
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Pong(_) => {
+                if self.ping_sent_ms != 0 {
+                    let rtt = env.now_ms.saturating_sub(self.ping_sent_ms);
+                    env.stats.observe_ping_rtt(rtt);
+                    self.ping_sent_ms = 0;
+                }
+            }
+            Message::Ping(_) | Message::Frame(_) => {}
         }
     }
 
@@ -694,10 +749,7 @@ impl Conn {
     /// turn), applying the slow-consumer policy. Returns false if it was not
     /// queued.
     pub fn send_data(&mut self, op: OpData, payload: Bytes, env: &mut Env) -> bool {
-        let header = FrameHeader {
-            opcode: OpCode::Data(op),
-            ..FrameHeader::default()
-        };
+        let header = FrameHeader { opcode: OpCode::Data(op), ..FrameHeader::default() };
         let frame_len = header.len(payload.len() as u64) + payload.len();
         if !self.admit(frame_len, env) {
             return false;
@@ -761,21 +813,9 @@ impl Conn {
 /// The close code, reason and counter for a tungstenite read error.
 fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
     match e {
-        WsError::Utf8(_) => (
-            CloseCode::Invalid,
-            "invalid UTF-8",
-            CloseReason::InvalidUtf8,
-        ),
-        WsError::Capacity(_) => (
-            CloseCode::Size,
-            "message too big",
-            CloseReason::MessageTooBig,
-        ),
-        WsError::Protocol(_) => (
-            CloseCode::Protocol,
-            "protocol error",
-            CloseReason::ProtocolError,
-        ),
+        WsError::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8),
+        WsError::Capacity(_) => (CloseCode::Size, "message too big", CloseReason::MessageTooBig),
+        WsError::Protocol(_) => (CloseCode::Protocol, "protocol error", CloseReason::ProtocolError),
         _ => (CloseCode::Error, "internal error", CloseReason::IoError),
     }
 }

@@ -65,10 +65,7 @@ pub struct Limits {
 impl Default for Limits {
     /// 8 KiB of head, 64 header fields.
     fn default() -> Self {
-        Limits {
-            max_request_bytes: 8192,
-            max_headers: 64,
-        }
+        Limits { max_request_bytes: 8192, max_headers: 64 }
     }
 }
 
@@ -93,18 +90,14 @@ pub struct Request {
 impl Request {
     /// Value of the first header named `name_lowercase`, if any.
     pub fn header(&self, name_lowercase: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name_lowercase)
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n == name_lowercase).map(|(_, v)| v.as_slice())
     }
 
     /// True if the comma-separated value lists of ALL headers named
     /// `name_lowercase` contain `token` (ASCII case-insensitive, elements
     /// trimmed of spaces and tabs).
     pub fn header_has_token(&self, name_lowercase: &str, token: &str) -> bool {
-        self.list_elements(name_lowercase)
-            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+        self.list_elements(name_lowercase).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// True if the `Upgrade` header has the `websocket` token.
@@ -114,10 +107,7 @@ impl Request {
 
     /// Values of every header named `name`, in order.
     fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
     /// The non-empty, trimmed elements of the comma lists of every header
@@ -157,11 +147,7 @@ pub struct Reject {
 impl Reject {
     /// A refusal with no extra headers.
     pub fn new(status: u16, reason: &'static str) -> Self {
-        Reject {
-            status,
-            reason,
-            headers: Vec::new(),
-        }
+        Reject { status, reason, headers: Vec::new() }
     }
 
     /// Adds an extra response header.
@@ -178,12 +164,7 @@ impl Reject {
         let mut body = Vec::with_capacity(self.reason.len() + 1);
         body.extend_from_slice(self.reason.as_bytes());
         body.push(b'\n');
-        http_response(
-            self.status,
-            "text/plain; charset=utf-8",
-            &body,
-            &self.headers,
-        )
+        http_response(self.status, "text/plain; charset=utf-8", &body, &self.headers)
     }
 }
 
@@ -240,20 +221,10 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<Request>, Rej
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (target.to_owned(), None),
     };
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-        .collect();
+    let headers =
+        req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
 
-    Ok(Some(Request {
-        method: method.to_owned(),
-        path,
-        query,
-        version,
-        headers,
-        head_len,
-    }))
+    Ok(Some(Request { method: method.to_owned(), path, query, version, headers, head_len }))
 }
 
 fn malformed() -> Reject {
@@ -313,10 +284,7 @@ pub fn validate_upgrade(req: &Request, supported_protocols: &[String]) -> Result
     // "An |Upgrade| header field containing the value "websocket", treated
     // as an ASCII case-insensitive value." (RFC 6455)
     if !req.is_upgrade() {
-        return Err(Reject::new(
-            400,
-            "missing or invalid Upgrade: websocket header",
-        ));
+        return Err(Reject::new(400, "missing or invalid Upgrade: websocket header"));
     }
 
     // "A |Connection| header field that includes the token "Upgrade",
@@ -338,11 +306,9 @@ pub fn validate_upgrade(req: &Request, supported_protocols: &[String]) -> Result
         (Some(v), None) if trim(v) == b"13" => {}
         _ => {
             // A 426 names the protocol(s) to upgrade to (RFC 9110 15.5.22).
-            return Err(
-                Reject::new(426, "unsupported Sec-WebSocket-Version (13 required)")
-                    .with_header("Sec-WebSocket-Version", "13")
-                    .with_header("Upgrade", "websocket"),
-            );
+            return Err(Reject::new(426, "unsupported Sec-WebSocket-Version (13 required)")
+                .with_header("Sec-WebSocket-Version", "13")
+                .with_header("Upgrade", "websocket"));
         }
     }
 
@@ -362,10 +328,7 @@ pub fn validate_upgrade(req: &Request, supported_protocols: &[String]) -> Result
     let key_ok =
         key.len() == 24 && matches!(KEY_ENGINE.decode(key), Ok(decoded) if decoded.len() == 16);
     if !key_ok {
-        return Err(Reject::new(
-            400,
-            "invalid Sec-WebSocket-Key (must be base64 of 16 bytes)",
-        ));
+        return Err(Reject::new(400, "invalid Sec-WebSocket-Key (must be base64 of 16 bytes)"));
     }
 
     // "The value chosen MUST be derived from the client's handshake,
@@ -375,19 +338,14 @@ pub fn validate_upgrade(req: &Request, supported_protocols: &[String]) -> Result
     let protocol = req
         .list_elements("sec-websocket-protocol")
         .find_map(|offered| {
-            supported_protocols
-                .iter()
-                .find(|s| !s.is_empty() && s.as_bytes() == offered)
+            supported_protocols.iter().find(|s| !s.is_empty() && s.as_bytes() == offered)
         })
         .cloned();
 
     // "the server has to take the value (as present in the header field,
     // e.g., the base64-encoded [RFC4648] version minus any leading and
     // trailing whitespace)" (RFC 6455)
-    Ok(Upgrade {
-        accept: accept_key(key),
-        protocol,
-    })
+    Ok(Upgrade { accept: accept_key(key), protocol })
 }
 
 /// The 101 response bytes:
@@ -430,10 +388,7 @@ pub fn http_response(
     body: &[u8],
     extra_headers: &[(&str, String)],
 ) -> Vec<u8> {
-    let extra: usize = extra_headers
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 4)
-        .sum();
+    let extra: usize = extra_headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
     let mut out = Vec::with_capacity(128 + content_type.len() + extra + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.to_string().as_bytes());
@@ -443,11 +398,7 @@ pub fn http_response(
     if !content_type.is_empty() {
         push_header(&mut out, "Content-Type", content_type.as_bytes());
     }
-    push_header(
-        &mut out,
-        "Content-Length",
-        body.len().to_string().as_bytes(),
-    );
+    push_header(&mut out, "Content-Length", body.len().to_string().as_bytes());
     out.extend_from_slice(b"Connection: close\r\n");
     for (name, value) in extra_headers {
         push_header(&mut out, name, value.as_bytes());
@@ -557,19 +508,14 @@ mod tests {
 
     /// BASE with the header starting with `drop` removed and `add` appended.
     fn base_but(drop: &str, add: &[&str]) -> Vec<u8> {
-        let mut hs: Vec<&str> = BASE
-            .iter()
-            .copied()
-            .filter(|h| drop.is_empty() || !h.starts_with(drop))
-            .collect();
+        let mut hs: Vec<&str> =
+            BASE.iter().copied().filter(|h| drop.is_empty() || !h.starts_with(drop)).collect();
         hs.extend_from_slice(add);
         request_with("GET", "HTTP/1.1", &hs)
     }
 
     fn parse(buf: &[u8]) -> Request {
-        parse_request(buf, &Limits::default())
-            .expect("parse error")
-            .expect("incomplete")
+        parse_request(buf, &Limits::default()).expect("parse error").expect("incomplete")
     }
 
     fn validate(buf: &[u8], supported: &[&str]) -> Result<Upgrade, Reject> {
@@ -596,12 +542,7 @@ mod tests {
         let headers: Vec<(String, String)> = resp
             .headers
             .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8(h.value.to_vec()).expect("utf8"),
-                )
-            })
+            .map(|h| (h.name.to_string(), String::from_utf8(h.value.to_vec()).expect("utf8")))
             .collect();
         let body = bytes[n..].to_vec();
         if status != 101 {
@@ -612,10 +553,7 @@ mod tests {
     }
 
     fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Asserts `r` is `status` and its response, as a client reads it,
@@ -631,10 +569,7 @@ mod tests {
 
     #[test]
     fn rfc6455_accept_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -647,10 +582,7 @@ mod tests {
         assert_eq!(req.head_len, CHROME.len());
         assert!(req.is_upgrade());
         assert_eq!(req.header("origin"), Some(&b"https://app.example.com"[..]));
-        assert_eq!(
-            req.header("cookie"),
-            Some(&b"session=abc123; theme=dark"[..])
-        );
+        assert_eq!(req.header("cookie"), Some(&b"session=abc123; theme=dark"[..]));
         assert_eq!(req.headers.len(), 13);
 
         let up = validate_upgrade(&req, &[]).expect("accepted");
@@ -687,20 +619,14 @@ mod tests {
 
     #[test]
     fn tokens_are_found_across_repeated_headers() {
-        let buf = base_but(
-            "Connection",
-            &["Connection: keep-alive", "Connection: upgrade"],
-        );
+        let buf = base_but("Connection", &["Connection: keep-alive", "Connection: upgrade"]);
         assert!(validate(&buf, &[]).is_ok());
     }
 
     #[test]
     fn rfc_example_key_with_trailing_bits_is_accepted() {
         // RFC 6455 section 4.1 gives "AQIDBAUGBwgJCgsMDQ4PEC==" as a key.
-        let buf = base_but(
-            "Sec-WebSocket-Key",
-            &["Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEC=="],
-        );
+        let buf = base_but("Sec-WebSocket-Key", &["Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEC=="]);
         let up = validate(&buf, &[]).expect("accepted");
         assert_eq!(up.accept, accept_key(b"AQIDBAUGBwgJCgsMDQ4PEC=="));
     }
@@ -836,17 +762,11 @@ mod tests {
     #[test]
     fn head_ending_exactly_at_the_limit_is_accepted() {
         let buf = base_but("", &[]);
-        let limits = Limits {
-            max_request_bytes: buf.len(),
-            ..Limits::default()
-        };
+        let limits = Limits { max_request_bytes: buf.len(), ..Limits::default() };
         let req = parse_request(&buf, &limits).expect("ok").expect("complete");
         assert_eq!(req.head_len, buf.len());
         // One byte less of limit: refused.
-        let limits = Limits {
-            max_request_bytes: buf.len() - 1,
-            ..Limits::default()
-        };
+        let limits = Limits { max_request_bytes: buf.len() - 1, ..Limits::default() };
         assert_eq!(parse_request(&buf, &limits).map_err(|r| r.status), Err(431));
     }
 
@@ -862,18 +782,12 @@ mod tests {
         let buf = base_but("", &extra[..59]);
         assert_eq!(parse(&buf).headers.len(), 64);
         // A configured limit above the stack array is honoured.
-        let limits = Limits {
-            max_headers: 100,
-            ..Limits::default()
-        };
+        let limits = Limits { max_headers: 100, ..Limits::default() };
         let buf = base_but("", &extra);
         let req = parse_request(&buf, &limits).expect("ok").expect("complete");
         assert_eq!(req.headers.len(), 65);
         // And one below the default too.
-        let limits = Limits {
-            max_headers: 4,
-            ..Limits::default()
-        };
+        let limits = Limits { max_headers: 4, ..Limits::default() };
         let r = parse_request(&base_but("", &[]), &limits).expect_err("too many");
         assert_eq!(r.status, 431);
     }
@@ -898,11 +812,7 @@ mod tests {
         let buf = CHROME.as_bytes();
         let whole = parse(buf);
         for end in 0..buf.len() {
-            assert_eq!(
-                parse_request(&buf[..end], &Limits::default()),
-                Ok(None),
-                "{end}"
-            );
+            assert_eq!(parse_request(&buf[..end], &Limits::default()), Ok(None), "{end}");
         }
         assert_eq!(parse(buf), whole);
     }
@@ -911,9 +821,7 @@ mod tests {
     fn pipelined_frame_bytes_stay_after_head_len() {
         // A masked text frame "Hello" (RFC 6455 section 5.7), sent right
         // behind the request.
-        let frame = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let mut buf = CHROME.as_bytes().to_vec();
         buf.extend_from_slice(&frame);
         let req = parse(&buf);
@@ -941,10 +849,7 @@ mod tests {
         // Across several headers.
         let split = base_but(
             "",
-            &[
-                "Sec-WebSocket-Protocol: v1.mqtt",
-                "Sec-WebSocket-Protocol: graphql-ws",
-            ],
+            &["Sec-WebSocket-Protocol: v1.mqtt", "Sec-WebSocket-Protocol: graphql-ws"],
         );
         let up = validate(&split, &["graphql-ws"]).expect("ok");
         assert_eq!(up.protocol.as_deref(), Some("graphql-ws"));
@@ -1005,12 +910,8 @@ mod tests {
         assert_eq!(body, b"no such route\n");
 
         // A CR/LF in a value cannot inject a header.
-        let bytes = http_response(
-            429,
-            "",
-            b"",
-            &[("Retry-After", "1\r\nSet-Cookie: x=1".to_string())],
-        );
+        let bytes =
+            http_response(429, "", b"", &[("Retry-After", "1\r\nSet-Cookie: x=1".to_string())]);
         let (status, headers, _) = client_reads(&bytes);
         assert_eq!(status, 429);
         assert_eq!(get(&headers, "Set-Cookie"), None);

@@ -74,6 +74,13 @@ impl CloseReason {
     }
 }
 
+/// Upper bounds (milliseconds) of the ping round-trip histogram buckets.
+pub const PING_RTT_BOUNDS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+
+/// HTTP statuses counted when a request is refused before the upgrade.
+pub const REFUSAL_STATUSES: [u16; 12] =
+    [400, 401, 403, 404, 405, 408, 411, 413, 426, 429, 431, 503];
+
 /// One worker's counters.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -105,6 +112,12 @@ pub struct Stats {
     pub subscriptions: u64,
     /// Gauge, filled in snapshots: bytes queued for clients, not yet written.
     pub queued_bytes: u64,
+    /// Ping round trips: counts per bucket of [`PING_RTT_BOUNDS_MS`] (+Inf last).
+    pub ping_rtt_buckets: [u64; PING_RTT_BOUNDS_MS.len() + 1],
+    /// Sum of ping round trips, milliseconds.
+    pub ping_rtt_sum_ms: u64,
+    /// Requests refused before the upgrade, by [`REFUSAL_STATUSES`] (other last).
+    pub refused: [u64; REFUSAL_STATUSES.len() + 1],
     closes: [u64; CloseReason::ALL.len()],
 }
 
@@ -112,6 +125,28 @@ impl Stats {
     /// Counts one close.
     pub fn count_close(&mut self, reason: CloseReason) {
         self.closes[reason.index()] += 1;
+    }
+
+    /// Records one ping round trip.
+    pub fn observe_ping_rtt(&mut self, ms: u64) {
+        let i =
+            PING_RTT_BOUNDS_MS.iter().position(|&b| ms <= b).unwrap_or(PING_RTT_BOUNDS_MS.len());
+        self.ping_rtt_buckets[i] += 1;
+        self.ping_rtt_sum_ms += ms;
+    }
+
+    /// Counts one refusal with HTTP `status`.
+    pub fn count_refusal(&mut self, status: u16) {
+        let i =
+            REFUSAL_STATUSES.iter().position(|&s| s == status).unwrap_or(REFUSAL_STATUSES.len());
+        self.refused[i] += 1;
+    }
+
+    /// Refusals counted with `status` (statuses outside the list: any other).
+    pub fn refusals(&self, status: u16) -> u64 {
+        let i =
+            REFUSAL_STATUSES.iter().position(|&s| s == status).unwrap_or(REFUSAL_STATUSES.len());
+        self.refused[i]
     }
 
     /// Closes counted under `reason`.
@@ -137,6 +172,184 @@ impl Stats {
         self.queued_bytes += other.queued_bytes;
         for (a, b) in self.closes.iter_mut().zip(other.closes.iter()) {
             *a += b;
+        }
+        for (a, b) in self.ping_rtt_buckets.iter_mut().zip(other.ping_rtt_buckets.iter()) {
+            *a += b;
+        }
+        self.ping_rtt_sum_ms += other.ping_rtt_sum_ms;
+        for (a, b) in self.refused.iter_mut().zip(other.refused.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// Process-wide facts read at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessInfo {
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// True once graceful shutdown has started.
+    pub shutting_down: bool,
+}
+
+impl ProcessInfo {
+    /// Reads this process's RSS and descriptor count from /proc.
+    pub fn read(shutting_down: bool) -> ProcessInfo {
+        let rss_kib = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+        ProcessInfo { rss_bytes: rss_kib * 1024, open_fds, shutting_down }
+    }
+}
+
+/// Renders every worker's counters in the Prometheus text format (0.0.4).
+/// Counters are summed over workers; the open-connections gauge is per worker.
+pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
+    use std::fmt::Write;
+    let mut total = Stats::default();
+    for w in workers {
+        total.merge(w);
+    }
+    let mut out = String::with_capacity(4096);
+    fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    metric(&mut out, "wsedge_connections_open", "gauge", "Connections held, per worker.");
+    let mut body = String::new();
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(body, "wsedge_connections_open{{worker=\"{i}\"}} {}", w.open);
+    }
+    out.push_str(&body);
+    let simple: [(&str, &str, &str, u64); 12] = [
+        ("wsedge_connections_opened_total", "counter", "TCP connections accepted.", total.accepted),
+        ("wsedge_upgrades_total", "counter", "WebSocket upgrades completed.", total.upgraded),
+        ("wsedge_messages_in_total", "counter", "Messages received.", total.msgs_in),
+        ("wsedge_messages_out_total", "counter", "Messages queued to clients.", total.msgs_out),
+        ("wsedge_bytes_in_total", "counter", "Payload bytes received.", total.bytes_in),
+        ("wsedge_bytes_out_total", "counter", "Bytes queued to clients.", total.bytes_out),
+        ("wsedge_fanout_deliveries_total", "counter", "Room deliveries queued.", total.deliveries),
+        (
+            "wsedge_dropped_messages_total",
+            "counter",
+            "Messages dropped by the slow-consumer policy.",
+            total.dropped,
+        ),
+        (
+            "wsedge_requests_refused_total",
+            "counter",
+            "Application requests answered with an error.",
+            total.requests_refused,
+        ),
+        (
+            "wsedge_accept_emfile_total",
+            "counter",
+            "Accepts that failed for lack of descriptors.",
+            total.accept_emfile,
+        ),
+        (
+            "wsedge_write_queue_bytes",
+            "gauge",
+            "Bytes queued for clients, not yet written.",
+            total.queued_bytes,
+        ),
+        ("wsedge_rooms", "gauge", "Rooms with members (summed over workers).", total.rooms),
+    ];
+    for (name, kind, help, v) in simple {
+        metric(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    metric(&mut out, "wsedge_subscriptions", "gauge", "Room memberships.");
+    let _ = writeln!(out, "wsedge_subscriptions {}", total.subscriptions);
+    metric(
+        &mut out,
+        "wsedge_connections_closed_total",
+        "counter",
+        "Connections closed, by reason.",
+    );
+    for r in CloseReason::ALL {
+        let _ = writeln!(
+            out,
+            "wsedge_connections_closed_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            total.closes(r)
+        );
+    }
+    metric(
+        &mut out,
+        "wsedge_handshakes_refused_total",
+        "counter",
+        "Requests refused before the upgrade, by HTTP status.",
+    );
+    for (i, s) in REFUSAL_STATUSES.iter().enumerate() {
+        let _ =
+            writeln!(out, "wsedge_handshakes_refused_total{{status=\"{s}\"}} {}", total.refused[i]);
+    }
+    let _ = writeln!(
+        out,
+        "wsedge_handshakes_refused_total{{status=\"other\"}} {}",
+        total.refused[REFUSAL_STATUSES.len()]
+    );
+    metric(&mut out, "wsedge_ping_rtt_seconds", "histogram", "Ping to pong round trip.");
+    let mut cumulative = 0;
+    for (i, b) in PING_RTT_BOUNDS_MS.iter().enumerate() {
+        cumulative += total.ping_rtt_buckets[i];
+        let _ = writeln!(
+            out,
+            "wsedge_ping_rtt_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *b as f64 / 1000.0
+        );
+    }
+    cumulative += total.ping_rtt_buckets[PING_RTT_BOUNDS_MS.len()];
+    let _ = writeln!(out, "wsedge_ping_rtt_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "wsedge_ping_rtt_seconds_sum {}", total.ping_rtt_sum_ms as f64 / 1000.0);
+    let _ = writeln!(out, "wsedge_ping_rtt_seconds_count {cumulative}");
+    metric(&mut out, "wsedge_process_resident_memory_bytes", "gauge", "Resident set size.");
+    let _ = writeln!(out, "wsedge_process_resident_memory_bytes {}", process.rss_bytes);
+    metric(&mut out, "wsedge_process_open_fds", "gauge", "Open file descriptors.");
+    let _ = writeln!(out, "wsedge_process_open_fds {}", process.open_fds);
+    metric(&mut out, "wsedge_shutting_down", "gauge", "1 once graceful shutdown has started.");
+    let _ = writeln!(out, "wsedge_shutting_down {}", u8::from(process.shutting_down));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_sums_workers_and_keeps_per_worker_open() {
+        let mut a = Stats { open: 3, msgs_in: 10, ..Stats::default() };
+        a.count_close(CloseReason::SlowConsumer);
+        a.count_refusal(404);
+        a.observe_ping_rtt(3);
+        let mut b = Stats { open: 4, msgs_in: 5, ..Stats::default() };
+        b.count_close(CloseReason::SlowConsumer);
+        b.observe_ping_rtt(2000);
+        let text = render_prometheus(&[a, b], &ProcessInfo::default());
+        for line in [
+            "wsedge_connections_open{worker=\"0\"} 3",
+            "wsedge_connections_open{worker=\"1\"} 4",
+            "wsedge_messages_in_total 15",
+            "wsedge_connections_closed_total{reason=\"slow_consumer\"} 2",
+            "wsedge_handshakes_refused_total{status=\"404\"} 1",
+            "wsedge_ping_rtt_seconds_bucket{le=\"0.005\"} 1",
+            "wsedge_ping_rtt_seconds_bucket{le=\"+Inf\"} 2",
+            "wsedge_ping_rtt_seconds_count 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        // Every sample line is `name{labels} value` with a numeric value.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let v = l.rsplit(' ').next().unwrap();
+            assert!(v.parse::<f64>().is_ok(), "{l}");
         }
     }
 }

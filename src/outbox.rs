@@ -39,11 +39,7 @@ pub struct Cork {
 impl Cork {
     /// An empty cork with `capacity` bytes reserved for owned output.
     pub fn with_capacity(capacity: usize) -> Self {
-        Cork {
-            buf: Vec::with_capacity(capacity),
-            shared: Vec::new(),
-            shared_len: 0,
-        }
+        Cork { buf: Vec::with_capacity(capacity), shared: Vec::new(), shared_len: 0 }
     }
 
     /// Appends a copy of `bytes`.
@@ -131,32 +127,42 @@ impl Cork {
         Ok(written)
     }
 
-    /// Moves everything after the first `skip` bytes into `outbox`.
+    /// Moves everything after the first `skip` bytes into `outbox`, keeping
+    /// track of which queued chunks continue a frame whose start went out (or
+    /// queued) earlier, so a later discard never cuts a frame in two.
     pub fn spill_into(&self, skip: usize, outbox: &mut Outbox) {
+        let was_empty = outbox.is_empty();
         let mut skip = skip;
+        let cut_inside = skip > 0;
         let mut at = 0;
-        let owned = |outbox: &mut Outbox, piece: &[u8], skip: &mut usize| {
+        let mut first = true;
+        let mut push = |outbox: &mut Outbox, piece: &Bytes, continues: bool, skip: &mut usize| {
             if *skip >= piece.len() {
                 *skip -= piece.len();
-            } else {
-                outbox.push(Bytes::copy_from_slice(&piece[*skip..]));
-                *skip = 0;
+                return;
+            }
+            let rest = piece.slice(*skip..);
+            // The first piece left over after a partial write is mid-frame.
+            let mid_frame = first && cut_inside && was_empty;
+            *skip = 0;
+            first = false;
+            outbox.push_chunk(rest, continues || mid_frame);
+            if mid_frame {
+                outbox.head_written = true;
             }
         };
         for (offset, bytes) in &self.shared {
             if *offset > at {
-                owned(outbox, &self.buf[at..*offset], &mut skip);
+                let owned = Bytes::copy_from_slice(&self.buf[at..*offset]);
+                push(outbox, &owned, false, &mut skip);
             }
-            if skip >= bytes.len() {
-                skip -= bytes.len();
-            } else {
-                outbox.push(bytes.slice(skip..));
-                skip = 0;
-            }
+            // A shared payload always follows its frame header.
+            push(outbox, bytes, true, &mut skip);
             at = *offset;
         }
         if at < self.buf.len() {
-            owned(outbox, &self.buf[at..], &mut skip);
+            let owned = Bytes::copy_from_slice(&self.buf[at..]);
+            push(outbox, &owned, false, &mut skip);
         }
     }
 }
@@ -167,20 +173,26 @@ impl Cork {
 /// chunk but a partially written head never corrupts the stream.
 #[derive(Default, Debug)]
 pub struct Outbox {
-    chunks: VecDeque<Bytes>,
+    /// Chunks, each flagged when it continues the frame of the chunk before
+    /// it (a header and its shared payload are two chunks).
+    chunks: VecDeque<(Bytes, bool)>,
     len: usize,
-    /// Bytes of the head chunk already written (the head must be kept whole).
+    /// Part of the head chunk's frame is already on the wire.
     head_written: bool,
 }
 
 impl Outbox {
-    /// Queues `bytes` at the back.
+    /// Queues whole frames at the back.
     pub fn push(&mut self, bytes: Bytes) {
+        self.push_chunk(bytes, false);
+    }
+
+    fn push_chunk(&mut self, bytes: Bytes, continues: bool) {
         if bytes.is_empty() {
             return;
         }
         self.len += bytes.len();
-        self.chunks.push_back(bytes);
+        self.chunks.push_back((bytes, continues));
     }
 
     /// Bytes queued.
@@ -193,14 +205,21 @@ impl Outbox {
         self.len == 0
     }
 
-    /// Drops every queued chunk except the unwritten rest of a partially
-    /// written head chunk (which must finish so the peer sees whole frames).
+    /// Drops every queued frame that has not started going out; the rest of
+    /// a frame already partly written (its head chunk and the chunks that
+    /// continue it) stays, so the peer still sees whole frames.
     /// Returns the bytes dropped.
     pub fn discard_unstarted(&mut self) -> usize {
-        let keep = if self.head_written { 1 } else { 0 };
+        let mut keep = 0;
+        if self.chunks.front().is_some_and(|(_, cont)| self.head_written || *cont) {
+            keep = 1;
+            while self.chunks.get(keep).is_some_and(|(_, cont)| *cont) {
+                keep += 1;
+            }
+        }
         let mut dropped = 0;
         while self.chunks.len() > keep {
-            if let Some(c) = self.chunks.pop_back() {
+            if let Some((c, _)) = self.chunks.pop_back() {
                 dropped += c.len();
             }
         }
@@ -218,7 +237,7 @@ impl Outbox {
         while !self.chunks.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = self.chunks.len().min(MAX_IOV);
-            for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
+            for (slot, (chunk, _)) in iov.iter_mut().zip(self.chunks.iter()) {
                 *slot = IoSlice::new(chunk);
             }
             match w.write_vectored(&iov[..n]) {
@@ -241,13 +260,12 @@ impl Outbox {
     fn consume(&mut self, mut k: usize) {
         self.len -= k;
         while k > 0 {
-            let Some(head) = self.chunks.front_mut() else {
-                break;
-            };
+            let Some((head, _)) = self.chunks.front_mut() else { break };
             if k >= head.len() {
                 k -= head.len();
                 self.chunks.pop_front();
-                self.head_written = false;
+                // The next chunk, if it continues this frame, is mid-frame.
+                self.head_written = self.chunks.front().is_some_and(|(_, cont)| *cont);
             } else {
                 bytes::Buf::advance(head, k);
                 self.head_written = true;
@@ -313,10 +331,7 @@ mod tests {
     fn cork_writes_in_order_whole() {
         let (cork, expect) = sample_cork();
         assert_eq!(cork.len(), expect.len());
-        let mut w = Limited {
-            got: Vec::new(),
-            budget: usize::MAX,
-        };
+        let mut w = Limited { got: Vec::new(), budget: usize::MAX };
         assert_eq!(cork.write_to(&mut w).unwrap(), expect.len());
         assert_eq!(w.got, expect);
     }
@@ -325,10 +340,7 @@ mod tests {
     fn partial_write_spills_exact_remainder_into_outbox() {
         let (cork, expect) = sample_cork();
         for budget in [0, 1, 4, 5, 3004, 3005, 3007, 5006, expect.len() - 1] {
-            let mut w = Limited {
-                got: Vec::new(),
-                budget,
-            };
+            let mut w = Limited { got: Vec::new(), budget };
             let n = cork.write_to(&mut w).unwrap();
             assert_eq!(n, budget);
             let mut outbox = Outbox::default();
@@ -342,15 +354,34 @@ mod tests {
     }
 
     #[test]
+    fn discard_never_cuts_a_frame_whose_header_went_out() {
+        // Frame A: header in the owned buffer, payload shared; then frame B.
+        let mut cork = Cork::default();
+        cork.extend(b"HDR-A");
+        cork.push_shared(Bytes::from(vec![1u8; 2000]));
+        cork.extend(b"FRAME-B");
+        for budget in [3, 5, 6, 2004, 2005] {
+            let mut w = Limited { got: Vec::new(), budget };
+            let n = cork.write_to(&mut w).unwrap();
+            let mut outbox = Outbox::default();
+            cork.spill_into(n, &mut outbox);
+            outbox.discard_unstarted();
+            w.budget = usize::MAX;
+            outbox.write_to(&mut w).unwrap();
+            // Frame A always completes; frame B is dropped unless started.
+            let a_len = 5 + 2000;
+            assert!(w.got.len() >= a_len, "budget {budget}: frame A cut");
+            assert!(w.got.len() == a_len || w.got.len() == a_len + 7, "budget {budget}");
+        }
+    }
+
+    #[test]
     fn outbox_resumes_after_would_block_and_discard_keeps_started_head() {
         let mut outbox = Outbox::default();
         outbox.push(Bytes::from_static(b"frame-one"));
         outbox.push(Bytes::from_static(b"frame-two"));
         outbox.push(Bytes::from_static(b"frame-three"));
-        let mut w = Limited {
-            got: Vec::new(),
-            budget: 4,
-        };
+        let mut w = Limited { got: Vec::new(), budget: 4 };
         assert_eq!(outbox.write_to(&mut w).unwrap(), 4);
         assert_eq!(outbox.len(), 9 + 9 + 11 - 4);
         // The head is half written: it survives a discard, the rest does not.

@@ -15,7 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::conn::Settings;
 use crate::metrics::Stats;
-use crate::worker::{Control, Peer, Worker, TICK_MS};
+use crate::worker::{Control, Listeners, Peer, Worker, TICK_MS};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Listen backlog per worker listener.
 const BACKLOG: i32 = 4096;
@@ -29,7 +30,33 @@ struct Handle {
 /// A running server: its address and its workers.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     workers: Vec<Handle>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// A cloneable handle that can start a graceful shutdown from any thread
+/// (e.g. a signal handler thread).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    peers: Vec<Peer>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    /// Starts graceful shutdown with drain deadline `drain`. Returns false if
+    /// it had already started.
+    pub fn shutdown(&self, drain: Duration) -> bool {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        for p in &self.peers {
+            if p.tx.send(Control::Shutdown { drain }).is_ok() {
+                let _ = p.waker.wake();
+            }
+        }
+        true
+    }
 }
 
 /// Binds one non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
@@ -68,10 +95,28 @@ impl Server {
             receivers.push(rx);
             peers.push(Peer { tx, waker });
         }
+        let mut admin = match config.metrics.listen_addr().filter(|_| config.metrics.enabled) {
+            Some(a) => Some(bind_reuseport(a)?),
+            None => None,
+        };
+        let metrics_addr = match &admin {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(count);
         let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
-        for (index, ((listener, poll), rx)) in parts {
-            let worker = Worker::new(index, poll, listener, rx, settings.clone(), peers.clone())?;
+        for (index, ((main, poll), rx)) in parts {
+            let listeners = Listeners { main, admin: admin.take() };
+            let worker = Worker::new(
+                index,
+                poll,
+                listeners,
+                rx,
+                settings.clone(),
+                peers.clone(),
+                shutting_down.clone(),
+            )?;
             let thread = std::thread::Builder::new()
                 .name(format!("wsedge-worker-{index}"))
                 .spawn(move || worker.run())?;
@@ -82,7 +127,7 @@ impl Server {
                 thread: Some(thread),
             });
         }
-        Ok(Server { addr, workers })
+        Ok(Server { addr, metrics_addr, workers, shutting_down })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -90,17 +135,31 @@ impl Server {
         self.addr
     }
 
+    /// The separate metrics/health address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// A handle for starting graceful shutdown from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            peers: self
+                .workers
+                .iter()
+                .map(|w| Peer { tx: w.control.clone(), waker: w.waker.clone() })
+                .collect(),
+            shutting_down: self.shutting_down.clone(),
+        }
+    }
+
+    /// True once every worker has exited.
+    pub fn is_finished(&self) -> bool {
+        self.workers.iter().all(|w| w.thread.as_ref().is_none_or(|t| t.is_finished()))
+    }
+
     /// Number of workers.
     pub fn workers(&self) -> usize {
         self.workers.len()
-    }
-
-    fn send(&self, make: impl Fn() -> Control) {
-        for w in &self.workers {
-            if w.control.send(make()).is_ok() {
-                let _ = w.waker.wake();
-            }
-        }
     }
 
     /// Counters of each worker, in worker order (a worker that does not
@@ -130,7 +189,7 @@ impl Server {
 
     /// Asks every worker to close its clients with 1001 and exit within `drain`.
     pub fn begin_shutdown(&self, drain: Duration) {
-        self.send(|| Control::Shutdown { drain });
+        self.shutdown_handle().shutdown(drain);
     }
 
     /// Shuts down (see [`Server::begin_shutdown`]) and waits for the workers.

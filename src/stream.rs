@@ -20,11 +20,7 @@ pub struct MemStream<'a> {
 impl<'a> MemStream<'a> {
     /// A stream reading from `input` and writing into `out`.
     pub fn new(input: &'a [u8], out: &'a mut Cork) -> Self {
-        MemStream {
-            input,
-            consumed: 0,
-            out,
-        }
+        MemStream { input, consumed: 0, out }
     }
 
     /// Input bytes tungstenite has read so far.
@@ -68,10 +64,7 @@ mod tests {
         let mut buf = [0u8; 2];
         assert_eq!(s.read(&mut buf).unwrap(), 2);
         assert_eq!(s.read(&mut buf).unwrap(), 1);
-        assert_eq!(
-            s.read(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
+        assert_eq!(s.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         assert_eq!(s.consumed(), 3);
         s.write_all(b"xyz").unwrap();
         assert_eq!(cork.len(), 3);

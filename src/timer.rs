@@ -159,10 +159,7 @@ impl<T> TimerWheel<T> {
         };
         self.link(index, list);
         self.len += 1;
-        TimerId {
-            index,
-            generation: self.entries[index as usize].generation,
-        }
+        TimerId { index, generation: self.entries[index as usize].generation }
     }
 
     /// Cancels a timer, returning its value if it was still pending. O(1).
@@ -191,8 +188,7 @@ impl<T> TimerWheel<T> {
 
     /// Deadline tick of a pending timer, or `None` if `id` is stale.
     pub fn deadline(&self, id: TimerId) -> Option<u64> {
-        self.pending_index(id)
-            .map(|index| self.entries[index as usize].deadline)
+        self.pending_index(id).map(|index| self.entries[index as usize].deadline)
     }
 
     /// Advances the wheel to `now_tick` and fires every timer whose deadline
@@ -346,14 +342,8 @@ impl<T> TimerWheel<T> {
         self.unlink(index);
         let free_head = self.free_head;
         let entry = &mut self.entries[index as usize];
-        let value = entry
-            .value
-            .take()
-            .expect("bug: removing a free timer entry");
-        let id = TimerId {
-            index,
-            generation: entry.generation,
-        };
+        let value = entry.value.take().expect("bug: removing a free timer entry");
+        let id = TimerId { index, generation: entry.generation };
         // Bumping the generation is what invalidates every copy of `id`.
         entry.generation = entry.generation.wrapping_add(1);
         entry.list = NIL;
@@ -453,10 +443,7 @@ mod tests {
         wheel.insert(40, "past");
         wheel.insert(101, "next");
         wheel.insert(102, "later");
-        assert_eq!(
-            advance_collect(&mut wheel, 101),
-            vec!["past", "now", "next"]
-        );
+        assert_eq!(advance_collect(&mut wheel, 101), vec!["past", "now", "next"]);
         assert_eq!(wheel.len(), 1);
     }
 

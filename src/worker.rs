@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +31,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
 
-use crate::conn::{AppEvent, Conn, CtxPool, Env, Route, Settings, NEVER};
-use crate::metrics::{CloseReason, Stats};
+use crate::conn::{AppEvent, Conn, CtxPool, Env, HttpRoute, Route, Settings, NEVER};
+use crate::handshake::http_response;
+use crate::metrics::{render_prometheus, CloseReason, ProcessInfo, Stats};
 use crate::outbox::Cork;
 use crate::pubsub::protocol::{self as proto, ErrorCode, ProtoError, Request};
 use crate::pubsub::room::{owner_of, Joined, LocalRooms, Membership, OwnedRooms, RoomName};
@@ -43,6 +45,7 @@ pub const TICK_MS: u64 = 100;
 const WHEEL_SLOTS: usize = 1024;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const ADMIN: Token = Token(usize::MAX - 3);
 /// Scratch read buffer per worker.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per turn before others get a go.
@@ -66,6 +69,22 @@ pub fn split_conn_id(id: u64) -> (usize, usize, u32) {
     let key = (id & ((1 << KEY_BITS) - 1)) as usize;
     let gen = ((id >> KEY_BITS) & ((1 << GEN_BITS) - 1)) as u32;
     ((id >> (KEY_BITS + GEN_BITS)) as usize, key, gen)
+}
+
+/// An [`Env`] over a [`Core`]'s fields (a macro, so the borrow of
+/// `core.conns` for the connection itself stays separate).
+macro_rules! env {
+    ($core:expr) => {
+        Env {
+            now: $core.now,
+            now_ms: $core.now_ms,
+            cork: &mut $core.cork,
+            pool: &mut $core.pool,
+            stats: &mut $core.stats,
+            settings: &$core.settings,
+            events: &mut $core.events,
+        }
+    };
 }
 
 fn token_of(key: usize) -> Token {
@@ -108,6 +127,14 @@ struct Slot {
     subs: Vec<Membership>,
 }
 
+/// Where a worker's listeners are and what they serve.
+pub struct Listeners {
+    /// The main listener (WebSocket and HTTP routes).
+    pub main: std::net::TcpListener,
+    /// The separate metrics/health listener, on one worker only.
+    pub admin: Option<std::net::TcpListener>,
+}
+
 /// Connections and what operating on them needs, apart from the loop.
 struct Core {
     conns: Slab<Slot>,
@@ -117,6 +144,7 @@ struct Core {
     settings: Settings,
     events: Vec<AppEvent>,
     now: u64,
+    now_ms: u64,
     /// Connections with queued output to flush at the end of the iteration.
     dirty: Vec<usize>,
 }
@@ -127,14 +155,7 @@ impl Core {
         let Some(slot) = self.conns.get_mut(key) else {
             return false;
         };
-        let mut env = Env {
-            now: self.now,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
-            events: &mut self.events,
-        };
+        let mut env = env!(self);
         let queued = slot.conn.enqueue(frame, &mut env);
         if !self.cork.is_empty() {
             // A slow-consumer close frame: it goes behind the queue.
@@ -190,7 +211,21 @@ pub struct Worker {
     peers: Vec<Peer>,
     outgoing: Vec<Vec<BusMsg>>,
     presence: HashMap<u64, PendingPresence>,
+    metrics_queries: HashMap<u64, PendingMetrics>,
     next_query: u64,
+    admin: Option<TcpListener>,
+    /// Set by the server when graceful shutdown starts (read by /readyz).
+    shutting_down: Arc<AtomicBool>,
+    /// Drain deadline asked for, once a shutdown order arrived.
+    shutdown_requested: Option<Duration>,
+    /// Shutdown barriers received from other workers.
+    barriers: usize,
+}
+
+struct PendingMetrics {
+    origin: u64,
+    remaining: usize,
+    stats: Vec<Stats>,
 }
 
 impl Worker {
@@ -199,14 +234,22 @@ impl Worker {
     pub fn new(
         index: usize,
         poll: Poll,
-        listener: std::net::TcpListener,
+        listeners: Listeners,
         control: Receiver<Control>,
         settings: Settings,
         peers: Vec<Peer>,
+        shutting_down: Arc<AtomicBool>,
     ) -> io::Result<Worker> {
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut listener = TcpListener::from_std(listeners.main);
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let admin = match listeners.admin {
+            Some(l) => {
+                let mut l = TcpListener::from_std(l);
+                poll.registry().register(&mut l, ADMIN, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let workers = peers.len();
         Ok(Worker {
             index,
@@ -221,6 +264,7 @@ impl Worker {
                 settings,
                 events: Vec::new(),
                 now: 0,
+                now_ms: 0,
                 dirty: Vec::new(),
             },
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
@@ -236,17 +280,18 @@ impl Worker {
             peers,
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
             presence: HashMap::new(),
+            metrics_queries: HashMap::new(),
             next_query: 0,
+            admin,
+            shutting_down,
+            shutdown_requested: None,
+            barriers: 0,
         })
     }
 
     /// A waker for `poll`, for other threads to wake this worker.
     pub fn waker(poll: &Poll) -> io::Result<Arc<Waker>> {
         Ok(Arc::new(Waker::new(poll.registry(), WAKER)?))
-    }
-
-    fn tick_now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 / TICK_MS
     }
 
     /// Runs the loop until shutdown completes.
@@ -265,13 +310,15 @@ impl Worker {
                     return Err(e);
                 }
             }
-            self.core.now = self.tick_now();
+            self.core.now_ms = self.start.elapsed().as_millis() as u64;
+            self.core.now = self.core.now_ms / TICK_MS;
             if self.handle_control() {
                 return Ok(self.core.stats);
             }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
+                    ADMIN => self.accept_admin(),
                     WAKER => {}
                     Token(key) => self.conn_event(key, event),
                 }
@@ -295,6 +342,7 @@ impl Worker {
                 if self.accept_paused {
                     self.accept_paused = false;
                     self.accept_all();
+                    self.accept_admin();
                 }
             }
             // Other workers first: a subscription announced to an owner must
@@ -318,7 +366,7 @@ impl Worker {
     fn handle_control(&mut self) -> bool {
         loop {
             match self.control.try_recv() {
-                Ok(Control::Shutdown { drain }) => self.begin_shutdown(drain),
+                Ok(Control::Shutdown { drain }) => self.shutdown_ordered(drain),
                 Ok(Control::Stats(reply)) => {
                     let _ = reply.send(self.snapshot());
                 }
@@ -338,12 +386,7 @@ impl Worker {
         let mut s = self.core.stats.clone();
         s.rooms = self.rooms.len() as u64;
         s.subscriptions = self.rooms.subscriptions() as u64;
-        s.queued_bytes = self
-            .core
-            .conns
-            .iter()
-            .map(|(_, c)| c.conn.outbox.len() as u64)
-            .sum();
+        s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.outbox.len() as u64).sum();
         s
     }
 
@@ -373,27 +416,46 @@ impl Worker {
         }
     }
 
+    /// A shutdown order: stop accepting, tell every other worker we are past
+    /// everything sent before the order, then close clients once every other
+    /// worker said the same (so no message acknowledged before the signal is
+    /// still on its way to one of our subscribers).
+    fn shutdown_ordered(&mut self, drain: Duration) {
+        if self.shutdown_requested.is_some() {
+            return;
+        }
+        self.shutdown_requested = Some(drain);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        for (w, out) in self.outgoing.iter_mut().enumerate() {
+            if w != self.index {
+                out.push(BusMsg::Barrier);
+            }
+        }
+        self.maybe_begin_drain();
+    }
+
+    fn maybe_begin_drain(&mut self) {
+        if let Some(drain) = self.shutdown_requested {
+            if self.barriers + 1 >= self.peers.len() {
+                self.begin_shutdown(drain);
+            }
+        }
+    }
+
     fn begin_shutdown(&mut self, drain: Duration) {
         if self.draining_until.is_some() {
             return;
         }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
+        info!("worker {}: closing {} connections", self.index, self.core.conns.len());
         let drain_ticks = (drain.as_millis() as u64).div_ceil(TICK_MS);
         self.draining_until = Some(self.core.now + drain_ticks);
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let core = &mut self.core;
             let slot = &mut core.conns[key];
-            let mut env = Env {
-                now: core.now,
-                cork: &mut core.cork,
-                pool: &mut core.pool,
-                stats: &mut core.stats,
-                settings: &core.settings,
-                events: &mut core.events,
-            };
+            let mut env = env!(core);
             slot.conn.start_close(
                 CloseCode::Away,
                 "server shutting down",
@@ -405,15 +467,22 @@ impl Worker {
     }
 
     fn accept_all(&mut self) {
+        self.accept_from(false);
+    }
+
+    fn accept_admin(&mut self) {
+        self.accept_from(true);
+    }
+
+    fn accept_from(&mut self, admin: bool) {
         if self.accept_paused {
             return;
         }
         loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
+            let listener = if admin { self.admin.as_ref() } else { self.listener.as_ref() };
+            let Some(listener) = listener else { return };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer),
+                Ok((sock, peer)) => self.add_conn(sock, peer, admin),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Out of descriptors: keep serving, retry on the next
@@ -422,10 +491,7 @@ impl Worker {
                     self.core.stats.accept_emfile += 1;
                     self.accept_paused = true;
                     let now = Instant::now();
-                    if self
-                        .last_emfile_log
-                        .is_none_or(|t| now - t >= EMFILE_LOG_INTERVAL)
-                    {
+                    if self.last_emfile_log.is_none_or(|t| now - t >= EMFILE_LOG_INTERVAL) {
                         self.last_emfile_log = Some(now);
                         warn!(
                             "worker {}: accept failed: {e}; {} connections open, retrying",
@@ -448,7 +514,7 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, admin: bool) {
         let _ = sock.set_nodelay(true);
         let settings = &self.core.settings;
         if settings.socket_send_buffer > 0 {
@@ -460,10 +526,7 @@ impl Worker {
         let entry = self.core.conns.vacant_entry();
         let key = entry.key();
         if key >= 1 << KEY_BITS {
-            warn!(
-                "worker {}: connection table full, refusing {peer}",
-                self.index
-            );
+            warn!("worker {}: connection table full, refusing {peer}", self.index);
             return;
         }
         if let Err(e) = self.poll.registry().register(
@@ -479,7 +542,7 @@ impl Worker {
         }
         self.gens[key] = self.gens[key].wrapping_add(1);
         let id = conn_id(self.index, key, self.gens[key]);
-        let conn = Conn::new(self.core.now, &self.core.settings);
+        let conn = Conn::accepted(self.core.now, &self.core.settings, admin);
         let deadline = conn.deadline(&self.core.settings);
         let timer = self.wheel.insert(deadline, key);
         entry.insert(Slot {
@@ -537,10 +600,7 @@ impl Worker {
                 if !slot.conn.outbox.is_empty() {
                     slot.writable = false;
                 }
-                if slot
-                    .conn
-                    .handle_written(n, self.core.now, &self.core.settings)
-                {
+                if slot.conn.handle_written(n, self.core.now, &self.core.settings) {
                     self.ready.push(key);
                 }
             }
@@ -563,14 +623,7 @@ impl Worker {
                     return;
                 }
                 Ok(n) => {
-                    let mut env = Env {
-                        now: core.now,
-                        cork: &mut core.cork,
-                        pool: &mut core.pool,
-                        stats: &mut core.stats,
-                        settings: &core.settings,
-                        events: &mut core.events,
-                    };
+                    let mut env = env!(core);
                     slot.conn.handle_input(&self.scratch[..n], &mut env);
                     if n < self.scratch.len() {
                         // A short read drained the socket; the next edge
@@ -597,14 +650,7 @@ impl Worker {
         };
         slot.timer = None;
         slot.timer_at = NEVER;
-        let mut env = Env {
-            now: core.now,
-            cork: &mut core.cork,
-            pool: &mut core.pool,
-            stats: &mut core.stats,
-            settings: &core.settings,
-            events: &mut core.events,
-        };
+        let mut env = env!(core);
         slot.conn.handle_timer(&mut env);
         self.finish(key);
     }
@@ -686,6 +732,7 @@ impl Worker {
             self.accept_paused = false;
             drop(slot);
             self.accept_all();
+            self.accept_admin();
         }
     }
 
@@ -702,12 +749,65 @@ impl Worker {
                 }
             }
             AppEvent::Opened(_) => {}
+            AppEvent::Http(route) => {
+                if let Some(id) = id {
+                    self.http_route(key, id, route);
+                }
+            }
             AppEvent::Message(op, payload) => {
                 if let Some(id) = id.filter(|_| self.core.conns.contains(key)) {
                     self.request(key, id, op, payload);
                 }
             }
         }
+    }
+
+    fn http_route(&mut self, key: usize, id: u64, route: HttpRoute) {
+        let text = "text/plain; charset=utf-8";
+        let response = match route {
+            HttpRoute::Health => http_response(200, text, b"ok\n", &[]),
+            HttpRoute::Ready if self.shutting_down.load(Ordering::Relaxed) => {
+                http_response(503, text, b"shutting down\n", &[])
+            }
+            HttpRoute::Ready => http_response(200, text, b"ready\n", &[]),
+            HttpRoute::Metrics => {
+                let mut pending = PendingMetrics {
+                    origin: id,
+                    remaining: self.peers.len() - 1,
+                    stats: Vec::new(),
+                };
+                pending.stats.resize(self.peers.len(), Stats::default());
+                pending.stats[self.index] = self.snapshot();
+                if pending.remaining == 0 {
+                    return self.answer_metrics(pending);
+                }
+                self.next_query += 1;
+                let query = self.next_query;
+                for w in (0..self.peers.len()).filter(|&w| w != self.index) {
+                    self.outgoing[w].push(BusMsg::StatsQuery { query, origin_worker: self.index });
+                }
+                self.metrics_queries.insert(query, pending);
+                return;
+            }
+        };
+        self.respond(key, response);
+    }
+
+    fn respond(&mut self, key: usize, response: Vec<u8>) {
+        let Some(slot) = self.core.conns.get_mut(key) else { return };
+        slot.conn.respond(Bytes::from(response));
+        if !slot.dirty {
+            slot.dirty = true;
+            self.core.dirty.push(key);
+        }
+    }
+
+    fn answer_metrics(&mut self, p: PendingMetrics) {
+        let Some(key) = self.core.key_of(p.origin) else { return };
+        let process = ProcessInfo::read(self.shutting_down.load(Ordering::Relaxed));
+        let body = render_prometheus(&p.stats, &process);
+        let response = http_response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
+        self.respond(key, response);
     }
 
     fn request(&mut self, key: usize, id: u64, op: OpData, payload: Bytes) {
@@ -732,10 +832,7 @@ impl Worker {
                 self.publish(room, Some(id), Payload::Json(data));
                 Ok(())
             }
-            Request::PublishBinary {
-                room,
-                payload: body,
-            } => {
+            Request::PublishBinary { room, payload: body } => {
                 let body = payload.slice_ref(body);
                 self.publish(room, Some(id), Payload::Binary(body));
                 Ok(())
@@ -774,11 +871,7 @@ impl Worker {
             return Err(Some(ProtoError::new(rid, ErrorCode::TooManyRooms, msg)));
         }
         match self.rooms.join(room, key, &mut slot.subs, max_members) {
-            Joined::Full => Err(Some(ProtoError::new(
-                rid,
-                ErrorCode::RoomFull,
-                "room is full",
-            ))),
+            Joined::Full => Err(Some(ProtoError::new(rid, ErrorCode::RoomFull, "room is full"))),
             Joined::Already => Ok(()),
             Joined::New { first } => {
                 if first {
@@ -800,11 +893,7 @@ impl Worker {
     ) -> Result<(), Option<ProtoError>> {
         let slot = &mut self.core.conns[key];
         let Some(i) = slot.subs.iter().position(|m| &*m.room == room) else {
-            return Err(Some(ProtoError::new(
-                rid,
-                ErrorCode::NotSubscribed,
-                "not subscribed",
-            )));
+            return Err(Some(ProtoError::new(rid, ErrorCode::NotSubscribed, "not subscribed")));
         };
         let sub = slot.subs.swap_remove(i);
         self.leave_room(&sub, key);
@@ -843,11 +932,7 @@ impl Worker {
         if owner == self.index {
             self.sequence_and_fan_out(room, from, payload);
         } else {
-            self.outgoing[owner].push(BusMsg::Publish {
-                room: Arc::from(room),
-                from,
-                payload,
-            });
+            self.outgoing[owner].push(BusMsg::Publish { room: Arc::from(room), from, payload });
         }
     }
 
@@ -871,10 +956,7 @@ impl Worker {
                 local = true;
             } else {
                 let name = shared.get_or_insert_with(|| Arc::from(room)).clone();
-                self.outgoing[w].push(BusMsg::Deliver {
-                    room: name,
-                    frame: frame.clone(),
-                });
+                self.outgoing[w].push(BusMsg::Deliver { room: name, frame: frame.clone() });
             }
         }
         if local {
@@ -899,13 +981,7 @@ impl Worker {
         rid: Option<&serde_json::value::RawValue>,
     ) -> Result<(), Option<ProtoError>> {
         let (worker, _, _) = split_conn_id(to);
-        let not_found = || {
-            Some(ProtoError::new(
-                rid,
-                ErrorCode::NotFound,
-                "no such connection",
-            ))
-        };
+        let not_found = || Some(ProtoError::new(rid, ErrorCode::NotFound, "no such connection"));
         if worker == self.index {
             let target = self
                 .core
@@ -921,23 +997,15 @@ impl Worker {
         }
         let _ = key;
         let id = rid.map(|r| Box::from(r.get()));
-        self.outgoing[worker].push(BusMsg::Direct {
-            to,
-            frame,
-            origin,
-            id,
-        });
+        self.outgoing[worker].push(BusMsg::Direct { to, frame, origin, id });
         Err(None)
     }
 
     fn presence(&mut self, origin: u64, room: &str, rid: Option<&serde_json::value::RawValue>) {
         let max = self.core.settings.presence_max_members;
         let local = self.rooms.members(room);
-        let members: Vec<u64> = local
-            .iter()
-            .take(max)
-            .filter_map(|&k| self.core.conns.get(k).map(|s| s.id))
-            .collect();
+        let members: Vec<u64> =
+            local.iter().take(max).filter_map(|&k| self.core.conns.get(k).map(|s| s.id)).collect();
         let mut pending = PendingPresence {
             origin,
             id: rid.map(|r| r.get().to_string()),
@@ -975,19 +1043,12 @@ impl Worker {
 
     fn handle_bus(&mut self, msg: BusMsg) {
         match msg {
-            BusMsg::Publish {
-                room,
-                from,
-                payload,
-            } => self.sequence_and_fan_out(&room, from, payload),
+            BusMsg::Publish { room, from, payload } => {
+                self.sequence_and_fan_out(&room, from, payload)
+            }
             BusMsg::Deliver { room, frame } => self.deliver_local(&room, &frame),
             BusMsg::Interest { room, worker, on } => self.owned.interest(&room, worker, on),
-            BusMsg::Direct {
-                to,
-                frame,
-                origin,
-                id,
-            } => {
+            BusMsg::Direct { to, frame, origin, id } => {
                 let ok = match self.core.key_of(to) {
                     Some(k) if self.core.conns[k].conn.route() == Some(Route::PubSub) => {
                         self.core.queue(k, frame)
@@ -1013,11 +1074,7 @@ impl Worker {
                     self.core.queue_error(key, &e);
                 }
             }
-            BusMsg::PresenceQuery {
-                room,
-                query,
-                origin_worker,
-            } => {
+            BusMsg::PresenceQuery { room, query, origin_worker } => {
                 let max = self.core.settings.presence_max_members;
                 let local = self.rooms.members(&room);
                 let members = local
@@ -1034,11 +1091,33 @@ impl Worker {
                     });
                 }
             }
-            BusMsg::PresenceReply {
-                query,
-                count,
-                members,
-            } => {
+            BusMsg::StatsQuery { query, origin_worker } => {
+                if origin_worker < self.outgoing.len() {
+                    let stats = Box::new(self.snapshot());
+                    self.outgoing[origin_worker].push(BusMsg::StatsReply {
+                        query,
+                        worker: self.index,
+                        stats,
+                    });
+                }
+            }
+            BusMsg::StatsReply { query, worker, stats } => {
+                let Some(p) = self.metrics_queries.get_mut(&query) else { return };
+                if let Some(slot) = p.stats.get_mut(worker) {
+                    *slot = *stats;
+                }
+                p.remaining -= 1;
+                if p.remaining == 0 {
+                    if let Some(p) = self.metrics_queries.remove(&query) {
+                        self.answer_metrics(p);
+                    }
+                }
+            }
+            BusMsg::Barrier => {
+                self.barriers += 1;
+                self.maybe_begin_drain();
+            }
+            BusMsg::PresenceReply { query, count, members } => {
                 let Some(p) = self.presence.get_mut(&query) else {
                     return;
                 };

@@ -34,7 +34,7 @@ USAGE:
   wsedge-bench connect  --url ws://127.0.0.1:PORT/PATH [--total N] [--concurrency K]
                         [--secs T] [--sources M] [--threads N]
   wsedge-bench idle     --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold SECS] [--sources M]
-                        [--rate R] [--ready-file PATH] [--threads N]
+                        [--rate R] [--ready-file PATH] [--threads N] [--echo-first BYTES]
   wsedge-bench tcp-echo --url tcp://127.0.0.1:PORT [--conns C] [--inflight P] [--size S]
                         [--secs T] [--warmup W] [--threads N] [--sources M]
   wsedge-bench serve-tcp-echo --listen 127.0.0.1:PORT [--secs T]
@@ -52,7 +52,9 @@ MODES:
   idle            Open N connections (at most 200 handshakes in flight, optional --rate cap),
                   answer pings, hold for --hold seconds once all are up (or after a 60 s
                   establishment deadline), then close all. Prints \"established N\" on stderr
-                  (and writes N into --ready-file) when all are up.
+                  (and writes N into --ready-file) when all are up. With --echo-first B,
+                  each connection first sends one B-byte binary message and counts as up
+                  only once its echo is back (so at most 200 such echoes are in flight).
   tcp-echo        Like echo over raw TCP: S-byte records (timestamp in the first 8 bytes)
                   that the server echoes back. The ceiling measurement.
   serve-tcp-echo  Single-threaded raw TCP echo server (the ceiling server).
@@ -72,6 +74,7 @@ FLAGS (defaults in brackets):
   --hold SECS        idle: seconds to hold the connections once established [10] (<= 600)
   --rate R           idle: cap on new connections per second [0 = no cap]
   --ready-file PATH  idle: write the established count into PATH when all are up
+  --echo-first B     idle: echo one B-byte binary message per connection before holding [0]
   --sources M        spread source addresses over 127.0.0.1..127.0.0.M
                      [connect: 16, idle: ceil(N/20000)+1, echo/tcp-echo: kernel's choice]
   --threads N        independent event loops, connections split between them [1]
@@ -91,6 +94,7 @@ const HIST_MAX_US: u64 = 60_000_000;
 const NS_PER_SEC: u64 = 1_000_000_000;
 const NS_PER_MS: u64 = 1_000_000;
 const HANDSHAKE_TIMEOUT_NS: u64 = 10 * NS_PER_SEC;
+const ECHO_FIRST_TIMEOUT_NS: u64 = 30 * NS_PER_SEC;
 const FAIL_BODY_WAIT_NS: u64 = 500 * NS_PER_MS;
 const MAX_FRAME: usize = 64 << 20;
 const MAX_MSG_SIZE: usize = 16 << 20;
@@ -161,16 +165,9 @@ impl Args {
         }
         let mode = argv[0].clone();
         if !MODES.contains(&mode.as_str()) {
-            return Err(format!(
-                "unknown mode {mode:?} (expected one of: {})",
-                MODES.join(", ")
-            ));
+            return Err(format!("unknown mode {mode:?} (expected one of: {})", MODES.join(", ")));
         }
-        let mut args = Args {
-            mode,
-            vals: Vec::new(),
-            switches: Vec::new(),
-        };
+        let mut args = Args { mode, vals: Vec::new(), switches: Vec::new() };
         let mut i = 1;
         while i < argv.len() {
             let a = &argv[i];
@@ -216,10 +213,7 @@ impl Args {
     fn num<T: std::str::FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
         match self.take(key) {
             None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| format!("--{key}: invalid number {v:?}")),
+            Some(v) => v.trim().parse().map_err(|_| format!("--{key}: invalid number {v:?}")),
         }
     }
 
@@ -259,9 +253,7 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
 fn check_secs(name: &str, v: f64, allow_zero: bool) -> Result<f64, String> {
     if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > MAX_SECS {
         let lo = if allow_zero { "0" } else { "more than 0" };
-        return Err(format!(
-            "--{name} must be {lo} and at most {MAX_SECS} (got {v})"
-        ));
+        return Err(format!("--{name} must be {lo} and at most {MAX_SECS} (got {v})"));
     }
     Ok(v)
 }
@@ -283,9 +275,7 @@ fn loopback_ip(host: &str) -> Result<Ipv4Addr, String> {
         return Ok(Ipv4Addr::LOCALHOST);
     }
     if host.starts_with('[') || host.contains(':') {
-        return Err(format!(
-            "IPv6 address {host:?} not supported: use an address in 127.0.0.0/8"
-        ));
+        return Err(format!("IPv6 address {host:?} not supported: use an address in 127.0.0.0/8"));
     }
     let ip: Ipv4Addr = host.parse().map_err(|_| {
         format!("host {host:?} is not an IPv4 literal or localhost (names are not resolved)")
@@ -303,9 +293,7 @@ fn parse_host_port(auth: &str, default_port: Option<u16>) -> Result<SocketAddrV4
         return Err("missing host".into());
     }
     if auth.starts_with('[') {
-        return Err(format!(
-            "IPv6 address {auth:?} not supported: use an address in 127.0.0.0/8"
-        ));
+        return Err(format!("IPv6 address {auth:?} not supported: use an address in 127.0.0.0/8"));
     }
     let (host, port) = match auth.rsplit_once(':') {
         Some((h, p)) => {
@@ -323,17 +311,13 @@ fn parse_host_port(auth: &str, default_port: Option<u16>) -> Result<SocketAddrV4
 
 fn parse_target(url: &str, scheme: &str) -> Result<Target, String> {
     let Some((sch, rest)) = url.split_once("://") else {
-        return Err(format!(
-            "URL {url:?} must look like {scheme}://127.0.0.1:PORT/"
-        ));
+        return Err(format!("URL {url:?} must look like {scheme}://127.0.0.1:PORT/"));
     };
     if sch.eq_ignore_ascii_case("wss") {
         return Err(format!("URL {url:?}: wss:// (TLS) is not supported"));
     }
     if !sch.eq_ignore_ascii_case(scheme) {
-        return Err(format!(
-            "URL {url:?}: scheme must be {scheme}:// for this mode"
-        ));
+        return Err(format!("URL {url:?}: scheme must be {scheme}:// for this mode"));
     }
     let (auth, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -347,9 +331,7 @@ fn parse_target(url: &str, scheme: &str) -> Result<Target, String> {
         return Err(format!("URL {url:?}: fragment at byte {p} is not allowed"));
     }
     if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!(
-            "URL {url:?}: path contains spaces or control characters"
-        ));
+        return Err(format!("URL {url:?}: path contains spaces or control characters"));
     }
     let default = if scheme == "ws" { Some(80) } else { None };
     let addr = parse_host_port(auth, default).map_err(|e| format!("URL {url:?}: {e}"))?;
@@ -361,12 +343,7 @@ fn parse_target(url: &str, scheme: &str) -> Result<Target, String> {
     } else {
         format!("{auth}:{}", addr.port())
     };
-    Ok(Target {
-        url: url.to_string(),
-        addr,
-        host,
-        path,
-    })
+    Ok(Target { url: url.to_string(), addr, host, path })
 }
 
 // ---------------------------------------------------------------------------
@@ -412,6 +389,9 @@ struct Config {
     /// idle: new connections per second, 0 = no cap.
     rate: f64,
     ready_file: Option<String>,
+    /// idle: bytes of one binary message each connection echoes before it
+    /// counts as established; 0 = none.
+    echo_first: usize,
 }
 
 impl Config {
@@ -423,9 +403,7 @@ impl Config {
             "idle" => Mode::Idle,
             m => return Err(format!("unknown mode {m:?}")),
         };
-        let url = a
-            .take("url")
-            .ok_or_else(|| format!("mode {} needs --url", mode.name()))?;
+        let url = a.take("url").ok_or_else(|| format!("mode {} needs --url", mode.name()))?;
         let scheme = if mode == Mode::TcpEcho { "tcp" } else { "ws" };
         let target = parse_target(&url, scheme)?;
         let threads = check_range("threads", a.num("threads", 1usize)?, 1, 64)?;
@@ -443,6 +421,7 @@ impl Config {
             sources: 0,
             rate: 0.0,
             ready_file: None,
+            echo_first: 0,
         };
         match mode {
             Mode::Echo | Mode::TcpEcho => {
@@ -486,6 +465,10 @@ impl Config {
                 }
                 cfg.rate = rate;
                 cfg.ready_file = a.take("ready-file");
+                let echo_first = a.num("echo-first", 0usize)?;
+                if echo_first > 0 {
+                    cfg.echo_first = check_range("echo-first", echo_first, 8, MAX_MSG_SIZE)?;
+                }
                 cfg.concurrency = IDLE_HANDSHAKES_IN_FLIGHT;
             }
         }
@@ -525,10 +508,8 @@ struct Rng(u64);
 
 impl Rng {
     fn seeded(salt: u64) -> Rng {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let t =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let pid = u64::from(std::process::id());
         // splitmix64 of the mixed inputs, so nearby seeds diverge at once.
         let mut z = t ^ pid.rotate_left(32) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -741,12 +722,7 @@ fn parse_frame(b: &[u8]) -> FrameHead {
     if b.len() < hlen + plen {
         return FrameHead::Need(hlen + plen);
     }
-    FrameHead::Ok {
-        fin,
-        op,
-        hlen,
-        plen,
-    }
+    FrameHead::Ok { fin, op, hlen, plen }
 }
 
 fn ws_key(rng: &mut Rng) -> ([u8; 24], [u8; 28]) {
@@ -754,9 +730,7 @@ fn ws_key(rng: &mut Rng) -> ([u8; 24], [u8; 28]) {
     raw[..8].copy_from_slice(&rng.next().to_ne_bytes());
     raw[8..].copy_from_slice(&rng.next().to_ne_bytes());
     let mut key = [0u8; 24];
-    let n = base64::engine::general_purpose::STANDARD
-        .encode_slice(raw, &mut key)
-        .unwrap_or(0);
+    let n = base64::engine::general_purpose::STANDARD.encode_slice(raw, &mut key).unwrap_or(0);
     debug_assert_eq!(n, 24);
     (key, accept_for(&key))
 }
@@ -767,9 +741,7 @@ fn accept_for(key: &[u8]) -> [u8; 28] {
     h.update(WS_GUID);
     let digest = h.finalize();
     let mut out = [0u8; 28];
-    let n = base64::engine::general_purpose::STANDARD
-        .encode_slice(digest, &mut out)
-        .unwrap_or(0);
+    let n = base64::engine::general_purpose::STANDARD.encode_slice(digest, &mut out).unwrap_or(0);
     debug_assert_eq!(n, 28);
     out
 }
@@ -993,6 +965,8 @@ enum St {
     Handshake,
     /// Non-101 response: waiting (briefly) for the first line of the body.
     HsFailBody,
+    /// idle --echo-first: upgraded, waiting for the echo of the first message.
+    EchoFirst,
     Open,
     /// Close frame sent, waiting for the server's close reply (or EOF).
     Closing,
@@ -1002,7 +976,7 @@ enum St {
 
 fn bucket(s: St) -> usize {
     match s {
-        St::Connecting | St::Handshake | St::HsFailBody => 0,
+        St::Connecting | St::Handshake | St::HsFailBody | St::EchoFirst => 0,
         St::Open => 1,
         St::Closing | St::AwaitEof => 2,
     }
@@ -1091,9 +1065,7 @@ impl Ctx {
                 format!("connection refused by {addr} (is the server running?)")
             });
         } else {
-            self.err(ErrKind::ConnectFailed, || {
-                format!("connect to {addr} failed: {e}")
-            });
+            self.err(ErrKind::ConnectFailed, || format!("connect to {addr} failed: {e}"));
         }
     }
 
@@ -1129,9 +1101,7 @@ impl Ctx {
         self.set_state(c, St::Open);
         self.resolved += 1;
         self.st.handshakes += 1;
-        self.st
-            .hs_lat
-            .saturating_record(micros(now.saturating_sub(c.t0)));
+        self.st.hs_lat.saturating_record(micros(now.saturating_sub(c.t0)));
         self.st.last_resolved_ns = now;
     }
 
@@ -1155,15 +1125,9 @@ impl Ctx {
             });
         } else if payload.len() != size {
             let got = payload.len();
-            self.err(ErrKind::SizeMismatch, || {
-                format!("echo of {got} bytes, sent {size} bytes")
-            });
+            self.err(ErrKind::SizeMismatch, || format!("echo of {got} bytes, sent {size} bytes"));
         } else {
-            let ts = if op == OP_TEXT {
-                unhex16(payload)
-            } else {
-                Some(load_u64_le(payload))
-            };
+            let ts = if op == OP_TEXT { unhex16(payload) } else { Some(load_u64_le(payload)) };
             match ts {
                 Some(ts) if ts <= now => self.count_echo(ts, size, now),
                 _ => self.err(ErrKind::BadPayload, || {
@@ -1411,12 +1375,11 @@ fn on_eof(ctx: &mut Ctx, c: &mut Conn, now: u64) -> Act {
         St::HsFailBody => {
             fail_body(ctx, c, now, true);
         }
+        St::EchoFirst => ctx.err(ErrKind::Disconnected, || {
+            format!("{addr} closed the TCP connection before echoing the first message")
+        }),
         St::Open => {
-            let what = if ctx.ws {
-                "without a close frame"
-            } else {
-                "(EOF)"
-            };
+            let what = if ctx.ws { "without a close frame" } else { "(EOF)" };
             ctx.conn_err(c, ErrKind::Disconnected, || {
                 format!("{addr} closed the TCP connection {what}")
             });
@@ -1433,6 +1396,9 @@ fn on_io_error(ctx: &mut Ctx, c: &mut Conn, e: &io::Error) -> Act {
         St::Connecting => ctx.connect_error(e),
         St::Handshake | St::HsFailBody => ctx.err(ErrKind::HandshakeInvalid, || {
             format!("{addr}: connection failed during the handshake: {e}")
+        }),
+        St::EchoFirst => ctx.err(ErrKind::Disconnected, || {
+            format!("{addr}: connection error before the first echo: {e}")
         }),
         St::Open => {
             let kind = match e.kind() {
@@ -1464,12 +1430,8 @@ fn process(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
                 c.rs = c.re;
                 return Act::Keep;
             }
-            St::Open | St::Closing => {
-                return if ctx.ws {
-                    frames(ctx, c, idx, now)
-                } else {
-                    records(ctx, c, idx, now)
-                }
+            St::Open | St::Closing | St::EchoFirst => {
+                return if ctx.ws { frames(ctx, c, idx, now) } else { records(ctx, c, idx, now) }
             }
         }
     }
@@ -1502,12 +1464,8 @@ fn handshake_response(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Opti
     };
     let code = resp.code.unwrap_or(0);
     if code != 101 {
-        let status = format!(
-            "HTTP/1.{} {} {}",
-            resp.version.unwrap_or(1),
-            code,
-            resp.reason.unwrap_or("")
-        );
+        let status =
+            format!("HTTP/1.{} {} {}", resp.version.unwrap_or(1), code, resp.reason.unwrap_or(""));
         let clen = resp
             .headers
             .iter()
@@ -1545,6 +1503,21 @@ fn handshake_response(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Opti
     }
     // Bytes after the head are frame bytes: they stay in the buffer.
     c.rs += n;
+    if ctx.cfg.echo_first > 0 && !ctx.closing_all {
+        let len = ctx.cfg.echo_first;
+        if c.w.capacity() == 0 {
+            c.w = ctx.take_buf(len + 14);
+        }
+        let mask = ctx.rng.next() as u32;
+        let template = std::mem::take(&mut ctx.template);
+        push_msg(&mut c.w, OP_BINARY, &template, now, mask);
+        ctx.template = template;
+        ctx.st.sent += 1;
+        ctx.set_state(c, St::EchoFirst);
+        c.deadline = now + ECHO_FIRST_TIMEOUT_NS;
+        ctx.mark_dirty(c, idx);
+        return None;
+    }
     ctx.established(c, now);
     on_open(ctx, c, idx, now);
     None
@@ -1568,9 +1541,7 @@ fn fail_body(ctx: &mut Ctx, c: &mut Conn, now: u64, force: bool) -> Act {
 
 fn protocol_error(ctx: &mut Ctx, c: &mut Conn, msg: &'static str) -> Act {
     let addr = ctx.cfg.target.addr;
-    ctx.conn_err(c, ErrKind::Protocol, || {
-        format!("{addr}: protocol error: {msg}")
-    });
+    ctx.conn_err(c, ErrKind::Protocol, || format!("{addr}: protocol error: {msg}"));
     let mask = ctx.rng.next() as u32;
     push_close(&mut c.w, Some(1002), mask);
     Act::Drop
@@ -1584,12 +1555,7 @@ fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
                 break;
             }
             FrameHead::Bad(m) => return protocol_error(ctx, c, m),
-            FrameHead::Ok {
-                fin,
-                op,
-                hlen,
-                plen,
-            } => (fin, op, hlen, plen),
+            FrameHead::Ok { fin, op, hlen, plen } => (fin, op, hlen, plen),
         };
         c.need = 0;
         let p0 = c.rs + hlen;
@@ -1601,7 +1567,11 @@ fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
                     return protocol_error(ctx, c, "new data frame inside a fragmented message");
                 }
                 if fin {
-                    if ctx.on_data(c.st, op, &c.r[p0..p1], now) {
+                    if c.st == St::EchoFirst {
+                        if let Some(a) = first_echo(ctx, c, idx, op, plen, now) {
+                            return a;
+                        }
+                    } else if ctx.on_data(c.st, op, &c.r[p0..p1], now) {
                         after_echo(ctx, c, idx, now);
                     }
                 } else {
@@ -1621,7 +1591,13 @@ fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
                 if fin {
                     let op = c.frag_op;
                     c.frag_op = 0;
-                    if ctx.on_data(c.st, op, &c.frag, now) {
+                    if c.st == St::EchoFirst {
+                        let len = c.frag.len();
+                        c.frag = Vec::new();
+                        if let Some(a) = first_echo(ctx, c, idx, op, len, now) {
+                            return a;
+                        }
+                    } else if ctx.on_data(c.st, op, &c.frag, now) {
                         after_echo(ctx, c, idx, now);
                     }
                     if ctx.small_bufs {
@@ -1645,13 +1621,10 @@ fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
                 if plen == 1 {
                     return protocol_error(ctx, c, "close frame with a 1-byte payload");
                 }
-                let code = if plen >= 2 {
-                    Some(u16::from_be_bytes([c.r[p0], c.r[p0 + 1]]))
-                } else {
-                    None
-                };
+                let code =
+                    if plen >= 2 { Some(u16::from_be_bytes([c.r[p0], c.r[p0 + 1]])) } else { None };
                 match c.st {
-                    St::Open => {
+                    St::Open | St::EchoFirst => {
                         let addr = ctx.cfg.target.addr;
                         let reason = if plen > 2 {
                             String::from_utf8_lossy(&c.r[p0 + 2..p1]).into_owned()
@@ -1691,6 +1664,37 @@ fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
         c.re = 0;
     }
     Act::Keep
+}
+
+/// idle --echo-first: the echo of the first message arrived; the connection
+/// now counts as established. `Some` when the connection must go.
+fn first_echo(
+    ctx: &mut Ctx,
+    c: &mut Conn,
+    idx: usize,
+    op: u8,
+    len: usize,
+    now: u64,
+) -> Option<Act> {
+    if op != OP_BINARY || len != ctx.cfg.echo_first {
+        let (addr, want) = (ctx.cfg.target.addr, ctx.cfg.echo_first);
+        ctx.err(ErrKind::SizeMismatch, || {
+            format!(
+                "{addr}: first echo was a {} message of {len} bytes, sent binary {want}",
+                op_name(op)
+            )
+        });
+        return Some(Act::Drop);
+    }
+    ctx.st.recv_all += 1;
+    ctx.established(c, now);
+    on_open(ctx, c, idx, now);
+    // Give the large buffers back now rather than hold them while idle.
+    if c.wp >= c.w.len() {
+        c.w = Vec::new();
+        c.wp = 0;
+    }
+    None
 }
 
 #[inline]
@@ -1803,6 +1807,8 @@ impl Worker {
         let data_op = if cfg.binary { OP_BINARY } else { OP_TEXT };
         let template = if matches!(cfg.mode, Mode::Echo | Mode::TcpEcho) {
             vec![b'x'; cfg.size]
+        } else if cfg.echo_first > 0 {
+            vec![b'x'; cfg.echo_first]
         } else {
             Vec::new()
         };
@@ -1908,8 +1914,7 @@ impl Worker {
         p.progress.store(prog, Ordering::Relaxed);
         p.open.store(self.ctx.n[1], Ordering::Relaxed);
         p.errors.store(self.ctx.st.errors(), Ordering::Relaxed);
-        p.established
-            .store(self.ctx.st.handshakes, Ordering::Relaxed);
+        p.established.store(self.ctx.st.handshakes, Ordering::Relaxed);
     }
 
     fn open_attempts(&mut self, now: u64) {
@@ -1967,18 +1972,14 @@ impl Worker {
             Token(idx),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.ctx
-                .err(ErrKind::Io, || format!("cannot register socket: {e}"));
+            self.ctx.err(ErrKind::Io, || format!("cannot register socket: {e}"));
             self.free.push(idx);
             self.ctx.resolved += 1;
             self.ctx.st.failed += 1;
             return;
         }
-        let (key, accept) = if self.ctx.ws {
-            ws_key(&mut self.ctx.rng)
-        } else {
-            ([0; 24], [0; 28])
-        };
+        let (key, accept) =
+            if self.ctx.ws { ws_key(&mut self.ctx.rng) } else { ([0; 24], [0; 28]) };
         let (r, w) = if self.ctx.small_bufs {
             (Vec::new(), Vec::new())
         } else {
@@ -2135,8 +2136,7 @@ impl Worker {
         }
         self.ctx.st.ready_ns = now;
         let p = &self.shared.pubs[self.plan.id];
-        p.established
-            .store(self.ctx.st.handshakes, Ordering::Relaxed);
+        p.established.store(self.ctx.st.handshakes, Ordering::Relaxed);
         p.ready.store(true, Ordering::Release);
         match self.ctx.cfg.mode {
             Mode::Echo | Mode::TcpEcho => {
@@ -2200,17 +2200,19 @@ impl Worker {
                 continue;
             }
             match c.st {
-                St::Connecting | St::Handshake => {
-                    let what = if c.st == St::Connecting {
-                        "TCP connect"
+                St::Connecting | St::Handshake | St::EchoFirst => {
+                    let what = match c.st {
+                        St::Connecting => "TCP connect",
+                        St::Handshake => "handshake response",
+                        _ => "echo of the first message",
+                    };
+                    let secs = if c.st == St::EchoFirst {
+                        ECHO_FIRST_TIMEOUT_NS / NS_PER_SEC
                     } else {
-                        "handshake response"
+                        HANDSHAKE_TIMEOUT_NS / NS_PER_SEC
                     };
                     self.ctx.err(ErrKind::HandshakeTimeout, || {
-                        format!(
-                            "{addr}: no {what} within {} s",
-                            HANDSHAKE_TIMEOUT_NS / NS_PER_SEC
-                        )
+                        format!("{addr}: no {what} within {secs} s")
                     });
                 }
                 St::HsFailBody => {
@@ -2237,24 +2239,14 @@ impl Worker {
 // ---------------------------------------------------------------------------
 
 fn raise_nofile() -> u64 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return 0;
     }
-    let target = if rl.rlim_max == libc::RLIM_INFINITY {
-        1 << 20
-    } else {
-        rl.rlim_max
-    };
+    let target = if rl.rlim_max == libc::RLIM_INFINITY { 1 << 20 } else { rl.rlim_max };
     if rl.rlim_cur < target {
-        let new = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: rl.rlim_max,
-        };
+        let new = libc::rlimit { rlim_cur: target, rlim_max: rl.rlim_max };
         // SAFETY: setrlimit reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
             rl.rlim_cur = target;
@@ -2306,9 +2298,7 @@ fn listen_overflows() -> Option<u64> {
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
     let names = lines.next()?;
     let values = lines.next()?;
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "ListenOverflows")?;
+    let i = names.split_whitespace().position(|n| n == "ListenOverflows")?;
     values.split_whitespace().nth(i)?.parse().ok()
 }
 
@@ -2351,9 +2341,7 @@ fn run_client(cfg: Arc<Config>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let h = std::thread::Builder::new()
-            .name(format!("bench-{i}"))
-            .spawn(move || worker.run());
+        let h = std::thread::Builder::new().name(format!("bench-{i}")).spawn(move || worker.run());
         match h {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -2415,11 +2403,7 @@ fn monitor(cfg: &Config, shared: &Shared, start: Instant) {
             && shared.pubs.iter().all(|p| p.ready.load(Ordering::Acquire))
         {
             announced = true;
-            let est: u64 = shared
-                .pubs
-                .iter()
-                .map(|p| p.established.load(Ordering::Relaxed))
-                .sum();
+            let est: u64 = shared.pubs.iter().map(|p| p.established.load(Ordering::Relaxed)).sum();
             eprintln!("established {est}");
             if let Some(path) = &cfg.ready_file {
                 if let Err(e) = write_ready_file(path, est) {
@@ -2431,21 +2415,9 @@ fn monitor(cfg: &Config, shared: &Shared, start: Instant) {
             shared.hold_end_ns.store(end.max(1), Ordering::Release);
         }
         if el.as_secs() >= next_sec {
-            let prog: u64 = shared
-                .pubs
-                .iter()
-                .map(|p| p.progress.load(Ordering::Relaxed))
-                .sum();
-            let open: u64 = shared
-                .pubs
-                .iter()
-                .map(|p| p.open.load(Ordering::Relaxed))
-                .sum();
-            let errs: u64 = shared
-                .pubs
-                .iter()
-                .map(|p| p.errors.load(Ordering::Relaxed))
-                .sum();
+            let prog: u64 = shared.pubs.iter().map(|p| p.progress.load(Ordering::Relaxed)).sum();
+            let open: u64 = shared.pubs.iter().map(|p| p.open.load(Ordering::Relaxed)).sum();
+            let errs: u64 = shared.pubs.iter().map(|p| p.errors.load(Ordering::Relaxed)).sum();
             let line = format!(
                 "[{next_sec:>4}s] conns {open:>7} established | {:>9} {unit} (last 1 s) | errors {errs}",
                 prog - last.min(prog)
@@ -2574,14 +2546,7 @@ struct Lat {
 
 fn lat(h: &Histogram<u64>) -> Lat {
     if h.is_empty() {
-        return Lat {
-            p50: 0,
-            p90: 0,
-            p99: 0,
-            p999: 0,
-            max: 0,
-            mean: 0.0,
-        };
+        return Lat { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0.0 };
     }
     Lat {
         p50: h.value_at_quantile(0.5),
@@ -2636,11 +2601,7 @@ fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) -> Exi
                 "connections   {} established / {} ({} in {:.3} s, {:.0}/s), threads {}",
                 st.handshakes,
                 cfg.conns,
-                if cfg.mode == Mode::TcpEcho {
-                    "connects"
-                } else {
-                    "handshakes"
-                },
+                if cfg.mode == Mode::TcpEcho { "connects" } else { "handshakes" },
                 est_secs,
                 hs_rate,
                 cfg.threads
@@ -2661,10 +2622,7 @@ fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) -> Exi
             );
             print_errors(st);
             if cfg.mode == Mode::Echo {
-                println!(
-                    "close         {} close replies, {} EOF",
-                    st.close_ok, st.close_eof
-                );
+                println!("close         {} close replies, {} EOF", st.close_ok, st.close_eof);
             }
             j.u("conns", cfg.conns)
                 .u("threads", cfg.threads as u64)
@@ -2709,10 +2667,7 @@ fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) -> Exi
                 "handshake us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
                 l.p50, l.p90, l.p99, l.p999, l.max, l.mean
             );
-            println!(
-                "close         {} close replies, {} EOF",
-                st.close_ok, st.close_eof
-            );
+            println!("close         {} close replies, {} EOF", st.close_ok, st.close_eof);
             print_errors(st);
             j.u("total", cfg.conns)
                 .u("concurrency", cfg.concurrency)
@@ -2748,10 +2703,7 @@ fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) -> Exi
                 "hold          {:.1} s; {} lost during the run; {} pings answered; {} messages received",
                 cfg.secs, st.lost, st.pongs, st.other_msgs
             );
-            println!(
-                "close         {} close replies, {} EOF",
-                st.close_ok, st.close_eof
-            );
+            println!("close         {} close replies, {} EOF", st.close_ok, st.close_eof);
             print_errors(st);
             j.u("conns", cfg.conns)
                 .u("established", st.handshakes)
@@ -2762,6 +2714,7 @@ fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) -> Exi
                 .u("sources", u64::from(cfg.sources))
                 .u("threads", cfg.threads as u64)
                 .f("rate", cfg.rate, 1)
+                .u("echo_first", cfg.echo_first as u64)
                 .u("handshakes", st.handshakes)
                 .f("handshakes_per_sec", rate, 1);
             add_lat(&mut j, &l);
@@ -2819,9 +2772,7 @@ struct ServeCfg {
 
 impl ServeCfg {
     fn from_args(mut a: Args) -> Result<ServeCfg, String> {
-        let l = a
-            .take("listen")
-            .ok_or("mode serve-tcp-echo needs --listen 127.0.0.1:PORT")?;
+        let l = a.take("listen").ok_or("mode serve-tcp-echo needs --listen 127.0.0.1:PORT")?;
         let listen = parse_host_port(&l, None).map_err(|e| format!("--listen {l:?}: {e}"))?;
         let secs = check_secs("secs", a.num("secs", 600.0)?, false)?;
         a.finish()?;
@@ -2911,10 +2862,8 @@ fn serve_tcp_echo(cfg: &ServeCfg) -> ExitCode {
         }
     };
     let mut listener = listener;
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| cfg.listen.to_string());
+    let local =
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| cfg.listen.to_string());
     let poll = Poll::new();
     let mut poll = match poll {
         Ok(p) => p,
@@ -2924,10 +2873,7 @@ fn serve_tcp_echo(cfg: &ServeCfg) -> ExitCode {
         }
     };
     const LISTENER: Token = Token(usize::MAX);
-    if let Err(e) = poll
-        .registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-    {
+    if let Err(e) = poll.registry().register(&mut listener, LISTENER, Interest::READABLE) {
         eprintln!("wsedge-bench: cannot register listener: {e}");
         return ExitCode::FAILURE;
     }
@@ -2969,12 +2915,8 @@ fn serve_tcp_echo(cfg: &ServeCfg) -> ExitCode {
                                 free.push(idx);
                                 continue;
                             }
-                            conns[idx] = Some(EchoConn {
-                                sock,
-                                pend: Vec::new(),
-                                pp: 0,
-                                paused: false,
-                            });
+                            conns[idx] =
+                                Some(EchoConn { sock, pend: Vec::new(), pp: 0, paused: false });
                             accepted += 1;
                             open += 1;
                         }
@@ -3018,10 +2960,7 @@ fn serve_tcp_echo(cfg: &ServeCfg) -> ExitCode {
         "served        {secs:.1} s, {accepted} connections accepted ({open} still open), {bytes} bytes echoed"
     );
     let mut j = Json::new("serve-tcp-echo");
-    j.s("listen", &local)
-        .f("secs", secs, 3)
-        .u("accepted", accepted)
-        .u("bytes", bytes);
+    j.s("listen", &local).f("secs", secs, 3).u("accepted", accepted).u("bytes", bytes);
     println!("{}", j.finish());
     ExitCode::SUCCESS
 }
@@ -3098,12 +3037,7 @@ mod tests {
             assert_eq!(p, payload);
             server.extend_from_slice(&p);
             match parse_frame(&server) {
-                FrameHead::Ok {
-                    fin,
-                    op,
-                    hlen,
-                    plen,
-                } => {
+                FrameHead::Ok { fin, op, hlen, plen } => {
                     assert!(fin);
                     assert_eq!(op, OP_BINARY);
                     assert_eq!(plen, len);
@@ -3164,15 +3098,9 @@ mod tests {
     #[test]
     fn args_parse_and_validate() {
         assert!(args(&["--help"]).expect("ok").is_none());
-        let a = args(&[
-            "echo",
-            "--url",
-            "ws://127.0.0.1:1/",
-            "--conns=5",
-            "--binary",
-        ])
-        .expect("ok")
-        .expect("some");
+        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--conns=5", "--binary"])
+            .expect("ok")
+            .expect("some");
         let c = Config::from_args(a).expect("valid");
         assert_eq!(c.conns, 5);
         assert!(c.binary);

@@ -40,11 +40,7 @@ enum Command {
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args {
-        listen: None,
-        workers: None,
-        config: None,
-    };
+    let mut args = Args { listen: None, workers: None, config: None };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -53,16 +49,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Command, String> {
             "--check-config" => return Ok(Command::Check(value("--check-config")?)),
             "--listen" => {
                 let v = value("--listen")?;
-                args.listen = Some(
-                    v.parse()
-                        .map_err(|_| format!("--listen: '{v}' is not ADDR:PORT"))?,
-                );
+                args.listen =
+                    Some(v.parse().map_err(|_| format!("--listen: '{v}' is not ADDR:PORT"))?);
             }
             "--workers" => {
                 let v = value("--workers")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--workers: '{v}' is not a number"))?;
+                let n: usize =
+                    v.parse().map_err(|_| format!("--workers: '{v}' is not a number"))?;
                 if n == 0 || n > 1024 {
                     return Err(format!("--workers: {n} is out of range 1..=1024"));
                 }
@@ -86,10 +79,31 @@ fn load_config(path: Option<&str>) -> Result<Config, String> {
     }
 }
 
-fn main() -> ExitCode {
+/// Compact, greppable log lines:
+/// `2026-11-28T11:00:00.123Z INFO  w0 worker 0: closing 12 connections`
+/// (`w0` is the worker thread, `main` otherwise). Connection lines carry
+/// `conn <id>`.
+fn init_logging() {
+    use std::io::Write;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
+        .format(|buf, record| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("?");
+            let who =
+                name.strip_prefix("wsedge-worker-").map_or(name.to_string(), |n| format!("w{n}"));
+            writeln!(
+                buf,
+                "{} {:<5} {who} {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
+        })
         .init();
+}
+
+fn main() -> ExitCode {
+    init_logging();
     let command = match parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
@@ -141,16 +155,70 @@ fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr();
-    println!(
-        "wsedge listening on {addr} with {} workers",
-        server.workers()
-    );
+    println!("wsedge listening on {addr} with {} workers", server.workers());
     if !config.routes.echo.is_empty() {
-        println!("  echo route:  ws://{addr}{}", config.routes.echo);
+        println!("  echo:     ws://{addr}{}", config.routes.echo);
     }
-    println!("  try: python3 -c \"import websockets.sync.client as c; w=c.connect('ws://{addr}{}'); w.send('hi'); print(w.recv())\"", config.routes.echo);
+    if !config.routes.pubsub.is_empty() {
+        println!("  pub/sub:  ws://{addr}{}  (see PROTOCOL.md)", config.routes.pubsub);
+    }
+    if config.pubsub.http_publish && !config.routes.publish_api.is_empty() {
+        println!("  publish:  POST http://{addr}{}", config.routes.publish_api);
+    }
+    if config.metrics.enabled {
+        let m = server.metrics_addr().unwrap_or(addr);
+        println!(
+            "  metrics:  http://{m}/metrics  health: http://{m}/healthz  ready: http://{m}/readyz"
+        );
+    }
+    println!(
+        "  try:      python3 -c \"import websockets.sync.client as c; w=c.connect('ws://{addr}{}'); w.send('hi'); print(w.recv())\"",
+        config.routes.echo
+    );
+
+    // SIGINT/SIGTERM: graceful shutdown; a second signal exits at once.
+    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
+    let handle = server.shutdown_handle();
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                for sig in signals.forever() {
+                    if handle.shutdown(drain) {
+                        log::info!("signal {sig}: shutting down, draining for up to {drain:?}");
+                    } else {
+                        log::warn!("second signal {sig}: exiting now");
+                        std::process::exit(1);
+                    }
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot install signal handlers: {e}"),
+    }
+
     let mut server = server;
-    server.join();
-    let _ = Duration::ZERO;
+    let summary = Duration::from_millis(config.log.summary_interval_ms);
+    let mut last = (std::time::Instant::now(), server.stats());
+    while !server.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if !summary.is_zero() && last.0.elapsed() >= summary {
+            let now = std::time::Instant::now();
+            let stats = server.stats();
+            let secs = (now - last.0).as_secs_f64();
+            log::info!(
+                "summary: {} connections, {} rooms, {:.0} msgs/s in, {:.0} msgs/s out, {} queued bytes",
+                stats.open,
+                stats.rooms,
+                (stats.msgs_in - last.1.msgs_in) as f64 / secs,
+                (stats.msgs_out - last.1.msgs_out) as f64 / secs,
+                stats.queued_bytes
+            );
+            last = (now, stats);
+        }
+    }
+    let stats = server.join();
+    log::info!("stopped: {} connections served, {} messages in", stats.accepted, stats.msgs_in);
     ExitCode::SUCCESS
 }

@@ -25,6 +25,12 @@ pub struct Config {
     pub websocket: WebSocketLimits,
     /// Rooms and pub/sub limits.
     pub pubsub: PubSubConfig,
+    /// Metrics and health endpoints.
+    pub metrics: MetricsConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
     /// Upgrade request limits.
     pub handshake: HandshakeConfig,
     /// Heartbeats and timeouts.
@@ -57,6 +63,57 @@ pub struct RoutesConfig {
     pub pubsub: String,
     /// Path of the backend publish API.
     pub publish_api: String,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve /metrics, /healthz, /readyz.
+    pub enabled: bool,
+    /// Separate address for them; empty = the main listener.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: String::new() }
+    }
+}
+
+impl MetricsConfig {
+    /// The separate metrics address, if one is configured.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
+/// `[shutdown]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Drain deadline, milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { drain_timeout_ms: 10_000 }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Summary line interval, milliseconds; 0 = off.
+    pub summary_interval_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { summary_interval_ms: 10_000 }
+    }
 }
 
 /// `[pubsub]`
@@ -180,10 +237,7 @@ impl Default for WebSocketLimits {
 
 impl Default for HandshakeConfig {
     fn default() -> Self {
-        HandshakeConfig {
-            max_request_bytes: 8192,
-            timeout_ms: 10_000,
-        }
+        HandshakeConfig { max_request_bytes: 8192, timeout_ms: 10_000 }
     }
 }
 
@@ -244,16 +298,9 @@ impl Config {
             let line = e.span().map(|span| line_of(text, span.start));
             let message = e.message().trim().to_string();
             let field = field_from_message(&message).or_else(|| {
-                e.span()
-                    .map(|span| key_at(text, span.start))
-                    .filter(|k| !k.is_empty())
+                e.span().map(|span| key_at(text, span.start)).filter(|k| !k.is_empty())
             });
-            ConfigError {
-                source_name: source_name.to_string(),
-                line,
-                field,
-                message,
-            }
+            ConfigError { source_name: source_name.to_string(), line, field, message }
         })?;
         config.validate().map_err(|(field, message)| ConfigError {
             source_name: source_name.to_string(),
@@ -283,39 +330,29 @@ impl Config {
                 return err(field, "a route path must start with '/'".into());
             }
         }
+        if !self.metrics.listen.is_empty() && self.metrics.listen_addr().is_none() {
+            return err("metrics.listen", format!("'{}' is not ADDR:PORT", self.metrics.listen));
+        }
         if self.pubsub.max_data_bytes == 0 || self.pubsub.max_data_bytes > ws_max(self) {
             return err(
                 "pubsub.max_data_bytes",
-                format!(
-                    "must be between 1 and websocket.max_message_bytes ({})",
-                    ws_max(self)
-                ),
+                format!("must be between 1 and websocket.max_message_bytes ({})", ws_max(self)),
             );
         }
         let ws = &self.websocket;
         if ws.max_frame_bytes == 0 || ws.max_message_bytes == 0 {
-            let f = if ws.max_frame_bytes == 0 {
-                "max_frame_bytes"
-            } else {
-                "max_message_bytes"
-            };
+            let f = if ws.max_frame_bytes == 0 { "max_frame_bytes" } else { "max_message_bytes" };
             return err(&format!("websocket.{f}"), "must be at least 1".into());
         }
         if ws.max_message_bytes > 1 << 30 || ws.max_frame_bytes > 1 << 30 {
-            let f = if ws.max_frame_bytes > 1 << 30 {
-                "max_frame_bytes"
-            } else {
-                "max_message_bytes"
-            };
+            let f =
+                if ws.max_frame_bytes > 1 << 30 { "max_frame_bytes" } else { "max_message_bytes" };
             return err(&format!("websocket.{f}"), "must be at most 1 GiB".into());
         }
         if !(256..=1 << 20).contains(&self.handshake.max_request_bytes) {
             return err(
                 "handshake.max_request_bytes",
-                format!(
-                    "{} is out of range 256..=1048576",
-                    self.handshake.max_request_bytes
-                ),
+                format!("{} is out of range 256..=1048576", self.handshake.max_request_bytes),
             );
         }
         for (field, v) in [
@@ -323,10 +360,7 @@ impl Config {
             ("health.ping_interval_ms", self.health.ping_interval_ms),
             ("health.dead_client_ms", self.health.dead_client_ms),
             ("health.close_timeout_ms", self.health.close_timeout_ms),
-            (
-                "write_queue.stall_timeout_ms",
-                self.write_queue.stall_timeout_ms,
-            ),
+            ("write_queue.stall_timeout_ms", self.write_queue.stall_timeout_ms),
         ] {
             if v == 0 {
                 return err(field, "must be at least 1".into());
@@ -356,9 +390,7 @@ impl Config {
         if self.server.workers > 0 {
             self.server.workers
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
     }
 }
@@ -373,11 +405,7 @@ pub fn ms(v: u64) -> Duration {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 /// The `key` of the `key = value` line containing `offset`, qualified by its table.

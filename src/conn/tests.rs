@@ -30,6 +30,7 @@ impl Harness {
     fn env(&mut self) -> Env<'_> {
         Env {
             now: self.now,
+            now_ms: self.now * 100,
             cork: &mut self.cork,
             pool: &mut self.pool,
             stats: &mut self.stats,
@@ -90,12 +91,9 @@ fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// Server frame bytes (unmasked).
 fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    FrameHeader {
-        opcode: OpCode::from(opcode),
-        ..FrameHeader::default()
-    }
-    .format(payload.len() as u64, &mut out)
-    .unwrap();
+    FrameHeader { opcode: OpCode::from(opcode), ..FrameHeader::default() }
+        .format(payload.len() as u64, &mut out)
+        .unwrap();
     out.extend_from_slice(payload);
     out
 }
@@ -111,11 +109,7 @@ fn echo_survives_any_split_of_the_input() {
     let mut h = Harness::new(|_| {});
     let mut stream = masked(true, 1, b"split me anywhere");
     stream.extend(masked(true, 2, &[7u8; 300]));
-    let expect = [
-        server_frame(1, b"split me anywhere"),
-        server_frame(2, &[7u8; 300]),
-    ]
-    .concat();
+    let expect = [server_frame(1, b"split me anywhere"), server_frame(2, &[7u8; 300])].concat();
     for step in [1, 2, 3, 7, 64, stream.len()] {
         let mut conn = h.open();
         let mut out = Vec::new();
@@ -138,16 +132,8 @@ fn an_idle_connection_holds_no_buffers_or_tungstenite_state() {
     h.input(&mut conn, &frame[..500]);
     assert!(conn.retained_bytes() >= 500);
     h.input(&mut conn, &frame[500..]);
-    assert_eq!(
-        conn.retained_bytes(),
-        0,
-        "after the partial frame completed"
-    );
-    assert!(
-        std::mem::size_of::<Conn>() <= 256,
-        "Conn is {} bytes",
-        std::mem::size_of::<Conn>()
-    );
+    assert_eq!(conn.retained_bytes(), 0, "after the partial frame completed");
+    assert!(std::mem::size_of::<Conn>() <= 256, "Conn is {} bytes", std::mem::size_of::<Conn>());
 }
 
 #[test]
@@ -171,13 +157,8 @@ fn memory_comes_back_after_a_one_mebibyte_message() {
 fn fragmented_message_keeps_state_between_reads_then_releases_it() {
     let mut h = Harness::new(|_| {});
     let mut conn = h.open();
-    assert!(h
-        .input(&mut conn, &masked(false, 1, b"part one, "))
-        .is_empty());
-    assert!(
-        conn.retained_bytes() > 0,
-        "tungstenite holds the first fragment"
-    );
+    assert!(h.input(&mut conn, &masked(false, 1, b"part one, ")).is_empty());
+    assert!(conn.retained_bytes() > 0, "tungstenite holds the first fragment");
     let out = h.input(&mut conn, &masked(true, 0, b"part two"));
     assert_eq!(out, server_frame(1, b"part one, part two"));
     assert_eq!(conn.retained_bytes(), 0);
@@ -200,11 +181,7 @@ fn violations_close_with_the_right_code() {
         ("unmasked", vec![0x81, 0x01, b'x'], 1002),
         ("continuation first", masked(true, 0, b"x"), 1002),
         ("fragmented ping", masked(false, 9, b"x"), 1002),
-        (
-            "bad close code",
-            masked(true, 8, &999u16.to_be_bytes()),
-            1002,
-        ),
+        ("bad close code", masked(true, 8, &999u16.to_be_bytes()), 1002),
         ("too big", masked(true, 2, &[0u8; 2048]), 1009),
     ];
     for (name, bytes, code) in cases {
@@ -215,10 +192,7 @@ fn violations_close_with_the_right_code() {
         let mut conn = h.open();
         let out = h.input(&mut conn, &bytes);
         assert_eq!(close_code(&out), Some(code), "{name}: {out:?}");
-        assert!(
-            matches!(conn.phase(), Phase::Linger | Phase::Closed),
-            "{name}"
-        );
+        assert!(matches!(conn.phase(), Phase::Linger | Phase::Closed), "{name}");
     }
 }
 
@@ -258,11 +232,7 @@ fn silent_client_gets_pings_then_is_closed_as_timeout() {
     h.input(&mut conn, &masked(true, 10, b""));
     h.now = 30;
     h.timer(&mut conn);
-    assert_eq!(
-        conn.phase(),
-        Phase::Open,
-        "pong at 1.5 s keeps it alive at 3 s"
-    );
+    assert_eq!(conn.phase(), Phase::Open, "pong at 1.5 s keeps it alive at 3 s");
     h.now = 45;
     let out = h.timer(&mut conn);
     assert_eq!(close_code(&out), Some(1001));
@@ -369,9 +339,6 @@ fn backpressure_pauses_reading_above_high_water_and_resumes_below_half() {
     assert!(!conn.wants_read());
     let mut sink = Vec::new();
     let n = conn.outbox.write_to(&mut sink).unwrap();
-    assert!(
-        conn.handle_written(n, 1, &h.settings),
-        "resumes: caller must read again"
-    );
+    assert!(conn.handle_written(n, 1, &h.settings), "resumes: caller must read again");
     assert!(conn.wants_read());
 }

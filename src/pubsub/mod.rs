@@ -68,6 +68,25 @@ pub enum BusMsg {
         /// Worker to answer.
         origin_worker: usize,
     },
+    /// Asks a worker for a snapshot of its counters (for /metrics).
+    StatsQuery {
+        /// Query id at the origin worker.
+        query: u64,
+        /// Worker to answer.
+        origin_worker: usize,
+    },
+    /// A worker's counters.
+    StatsReply {
+        /// Query id at the origin worker.
+        query: u64,
+        /// The answering worker.
+        worker: usize,
+        /// Its snapshot.
+        stats: Box<crate::metrics::Stats>,
+    },
+    /// Graceful shutdown: the sender has processed everything it received
+    /// before its shutdown order, and sent everything that caused.
+    Barrier,
     /// A worker's members of a room.
     PresenceReply {
         /// Query id at the origin worker.

@@ -93,11 +93,7 @@ impl ProtoError {
         code: ErrorCode,
         message: impl Into<Cow<'static, str>>,
     ) -> Self {
-        ProtoError {
-            id: id.map(|v| v.get().to_string()),
-            code,
-            message: message.into(),
-        }
+        ProtoError { id: id.map(|v| v.get().to_string()), code, message: message.into() }
     }
 }
 
@@ -170,9 +166,7 @@ impl Request<'_> {
 pub fn valid_room(room: &str) -> bool {
     !room.is_empty()
         && room.len() <= MAX_ROOM_BYTES
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:@/".contains(&b))
+        && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:@/".contains(&b))
 }
 
 #[derive(Deserialize)]
@@ -195,19 +189,10 @@ fn string_field<'a>(
     raw: Option<&'a RawValue>,
 ) -> Result<Cow<'a, str>, ProtoError> {
     let raw = raw.ok_or_else(|| {
-        ProtoError::new(
-            id,
-            ErrorCode::MissingField,
-            format!("missing field `{name}`"),
-        )
+        ProtoError::new(id, ErrorCode::MissingField, format!("missing field `{name}`"))
     })?;
-    serde_json::from_str::<Cow<'a, str>>(raw.get()).map_err(|_| {
-        ProtoError::new(
-            id,
-            ErrorCode::BadField,
-            format!("`{name}` must be a string"),
-        )
-    })
+    serde_json::from_str::<Cow<'a, str>>(raw.get())
+        .map_err(|_| ProtoError::new(id, ErrorCode::BadField, format!("`{name}` must be a string")))
 }
 
 fn room_field<'a>(
@@ -253,18 +238,9 @@ pub fn parse_text(text: &str, max_data: usize) -> Result<Request<'_>, ProtoError
     let id = env.id;
     let ty = string_field(id, "type", env.ty)?;
     match ty.as_ref() {
-        "subscribe" => Ok(Request::Subscribe {
-            id,
-            room: room_field(id, env.room)?,
-        }),
-        "unsubscribe" => Ok(Request::Unsubscribe {
-            id,
-            room: room_field(id, env.room)?,
-        }),
-        "presence" => Ok(Request::Presence {
-            id,
-            room: room_field(id, env.room)?,
-        }),
+        "subscribe" => Ok(Request::Subscribe { id, room: room_field(id, env.room)? }),
+        "unsubscribe" => Ok(Request::Unsubscribe { id, room: room_field(id, env.room)? }),
+        "presence" => Ok(Request::Presence { id, room: room_field(id, env.room)? }),
         "publish" => {
             let room = room_field(id, env.room)?;
             let data = data_field(id, env.data, max_data)?;
@@ -280,11 +256,7 @@ pub fn parse_text(text: &str, max_data: usize) -> Result<Request<'_>, ProtoError
         }
         other => {
             let shown: String = other.chars().take(32).collect();
-            Err(ProtoError::new(
-                id,
-                ErrorCode::UnknownType,
-                format!("unknown type `{shown}`"),
-            ))
+            Err(ProtoError::new(id, ErrorCode::UnknownType, format!("unknown type `{shown}`")))
         }
     }
 }
@@ -307,15 +279,11 @@ impl Classify for serde_json::Error {
 /// Parses a binary request: `0x01, room length (1 byte), room, payload`.
 pub fn parse_binary(bytes: &[u8], max_data: usize) -> Result<Request<'_>, ProtoError> {
     let bad = |m: &'static str| ProtoError::new(None, ErrorCode::BadBinary, m);
-    let (&kind, rest) = bytes
-        .split_first()
-        .ok_or_else(|| bad("empty binary message"))?;
+    let (&kind, rest) = bytes.split_first().ok_or_else(|| bad("empty binary message"))?;
     if kind != BIN_PUBLISH {
         return Err(bad("unknown binary message kind (expected 0x01 publish)"));
     }
-    let (&len, rest) = rest
-        .split_first()
-        .ok_or_else(|| bad("missing room length"))?;
+    let (&len, rest) = rest.split_first().ok_or_else(|| bad("missing room length"))?;
     let len = len as usize;
     if rest.len() < len {
         return Err(bad("room length past the end of the message"));
@@ -333,10 +301,7 @@ pub fn parse_binary(bytes: &[u8], max_data: usize) -> Result<Request<'_>, ProtoE
         return Err(ProtoError::new(
             None,
             ErrorCode::TooLarge,
-            format!(
-                "payload is {} bytes, over the limit of {max_data}",
-                payload.len()
-            ),
+            format!("payload is {} bytes, over the limit of {max_data}", payload.len()),
         ));
     }
     Ok(Request::PublishBinary { room, payload })
@@ -357,15 +322,10 @@ pub fn parse_conn_id(s: &str) -> Option<u64> {
 
 /// Wraps `payload` in one unmasked server frame.
 pub fn frame(op: OpData, payload: &[u8]) -> Bytes {
-    let header = FrameHeader {
-        opcode: OpCode::Data(op),
-        ..FrameHeader::default()
-    };
+    let header = FrameHeader { opcode: OpCode::Data(op), ..FrameHeader::default() };
     let len = payload.len() as u64;
     let mut out = Vec::with_capacity(header.len(len) + payload.len());
-    header
-        .format(len, &mut out)
-        .expect("bug: formatting into a Vec cannot fail");
+    header.format(len, &mut out).expect("bug: formatting into a Vec cannot fail");
     out.extend_from_slice(payload);
     Bytes::from(out)
 }
@@ -376,10 +336,7 @@ fn text_frame(json: String) -> Bytes {
 
 /// `{"type":"welcome","conn_id":"..."}`
 pub fn welcome(conn_id: u64) -> Bytes {
-    text_frame(format!(
-        r#"{{"type":"welcome","conn_id":"{}"}}"#,
-        format_conn_id(conn_id)
-    ))
+    text_frame(format!(r#"{{"type":"welcome","conn_id":"{}"}}"#, format_conn_id(conn_id)))
 }
 
 /// `{"type":"ack","id":...}`
@@ -433,10 +390,7 @@ pub fn message_binary(room: &str, from: Option<u64>, seq: u64, payload: &[u8]) -
 
 /// A direct message: `{"type":"direct","from":"...","data":...}`.
 pub fn direct(from: Option<u64>, data: &str) -> Bytes {
-    text_frame(format!(
-        r#"{{"type":"direct","from":{},"data":{data}}}"#,
-        from_json(from)
-    ))
+    text_frame(format!(r#"{{"type":"direct","from":{},"data":{data}}}"#, from_json(from)))
 }
 
 /// `{"type":"presence","id":...,"room":"...","count":N,"members":[...],"truncated":bool}`
@@ -481,18 +435,11 @@ pub fn parse_http_publish(body: &[u8], max_data: usize) -> Result<HttpPublish, (
         #[serde(borrow)]
         data: Option<&'a RawValue>,
     }
-    let b: Body = serde_json::from_str(text).map_err(|e| {
-        (
-            400,
-            format!("body must be a JSON object: {}", e.classify_str()),
-        )
-    })?;
+    let b: Body = serde_json::from_str(text)
+        .map_err(|e| (400, format!("body must be a JSON object: {}", e.classify_str())))?;
     let room = room_field(None, b.room).map_err(|e| (400, e.message.into_owned()))?;
     let data = data_field(None, b.data, max_data).map_err(|e| (413, e.message.into_owned()))?;
-    Ok(HttpPublish {
-        room: room.into_owned(),
-        data: data.to_string(),
-    })
+    Ok(HttpPublish { room: room.into_owned(), data: data.to_string() })
 }
 
 #[cfg(test)]
@@ -511,14 +458,7 @@ mod tests {
         let r = parse_text(r#"{"type":"publish","room":"a","data":{"x":[1,2]}}"#, 1024).unwrap();
         assert!(matches!(r, Request::Publish { data, .. } if data == r#"{"x":[1,2]}"#));
         let r = parse_text(r#"{"type":"send","to":"ff","data":"hi","id":"q"}"#, 1024).unwrap();
-        assert!(matches!(
-            r,
-            Request::Send {
-                to: 255,
-                data: "\"hi\"",
-                ..
-            }
-        ));
+        assert!(matches!(r, Request::Send { to: 255, data: "\"hi\"", .. }));
         assert!(matches!(
             parse_text(r#"{"type":"presence","room":"a"}"#, 1024).unwrap(),
             Request::Presence { .. }
@@ -537,34 +477,17 @@ mod tests {
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadField);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::MissingField);
-        assert_eq!(
-            code(r#"{"type":"subscribe","room":3}"#),
-            ErrorCode::BadField
-        );
-        assert_eq!(
-            code(r#"{"type":"subscribe","room":"has space"}"#),
-            ErrorCode::BadRoom
-        );
-        assert_eq!(
-            code(r#"{"type":"subscribe","room":""}"#),
-            ErrorCode::BadRoom
-        );
+        assert_eq!(code(r#"{"type":"subscribe","room":3}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"subscribe","room":"has space"}"#), ErrorCode::BadRoom);
+        assert_eq!(code(r#"{"type":"subscribe","room":""}"#), ErrorCode::BadRoom);
         let long = "r".repeat(129);
-        assert_eq!(
-            code(&format!(r#"{{"type":"subscribe","room":"{long}"}}"#)),
-            ErrorCode::BadRoom
-        );
+        assert_eq!(code(&format!(r#"{{"type":"subscribe","room":"{long}"}}"#)), ErrorCode::BadRoom);
         let big = "x".repeat(2000);
         assert_eq!(
-            code(&format!(
-                r#"{{"type":"publish","room":"a","data":"{big}"}}"#
-            )),
+            code(&format!(r#"{{"type":"publish","room":"a","data":"{big}"}}"#)),
             ErrorCode::TooLarge
         );
-        assert_eq!(
-            code(r#"{"type":"send","to":"zz","data":1}"#),
-            ErrorCode::BadField
-        );
+        assert_eq!(code(r#"{"type":"send","to":"zz","data":1}"#), ErrorCode::BadField);
     }
 
     #[test]
@@ -583,29 +506,11 @@ mod tests {
         msg.extend_from_slice(b"room");
         msg.extend_from_slice(&[0, 1, 2, 255]);
         let r = parse_binary(&msg, 100).unwrap();
-        assert!(matches!(
-            r,
-            Request::PublishBinary {
-                room: "room",
-                payload: &[0, 1, 2, 255]
-            }
-        ));
-        assert_eq!(
-            parse_binary(&[], 10).unwrap_err().code,
-            ErrorCode::BadBinary
-        );
-        assert_eq!(
-            parse_binary(&[9, 1, b'a'], 10).unwrap_err().code,
-            ErrorCode::BadBinary
-        );
-        assert_eq!(
-            parse_binary(&[1, 5, b'a'], 10).unwrap_err().code,
-            ErrorCode::BadBinary
-        );
-        assert_eq!(
-            parse_binary(&[1, 1, b' '], 10).unwrap_err().code,
-            ErrorCode::BadRoom
-        );
+        assert!(matches!(r, Request::PublishBinary { room: "room", payload: &[0, 1, 2, 255] }));
+        assert_eq!(parse_binary(&[], 10).unwrap_err().code, ErrorCode::BadBinary);
+        assert_eq!(parse_binary(&[9, 1, b'a'], 10).unwrap_err().code, ErrorCode::BadBinary);
+        assert_eq!(parse_binary(&[1, 5, b'a'], 10).unwrap_err().code, ErrorCode::BadBinary);
+        assert_eq!(parse_binary(&[1, 1, b' '], 10).unwrap_err().code, ErrorCode::BadRoom);
         let f = message_binary("room", Some(9), 3, &[7, 7]);
         assert_eq!(
             &f[2..],
@@ -632,22 +537,11 @@ mod tests {
     #[test]
     fn http_publish_body() {
         let p = parse_http_publish(br#"{"room":"news","data":{"h":1}}"#, 100).unwrap();
-        assert_eq!(
-            p,
-            HttpPublish {
-                room: "news".into(),
-                data: r#"{"h":1}"#.into()
-            }
-        );
+        assert_eq!(p, HttpPublish { room: "news".into(), data: r#"{"h":1}"#.into() });
         assert_eq!(parse_http_publish(b"{", 100).unwrap_err().0, 400);
+        assert_eq!(parse_http_publish(br#"{"data":1}"#, 100).unwrap_err().0, 400);
         assert_eq!(
-            parse_http_publish(br#"{"data":1}"#, 100).unwrap_err().0,
-            400
-        );
-        assert_eq!(
-            parse_http_publish(br#"{"room":"a","data":"0123456789"}"#, 5)
-                .unwrap_err()
-                .0,
+            parse_http_publish(br#"{"room":"a","data":"0123456789"}"#, 5).unwrap_err().0,
             413
         );
     }

@@ -97,10 +97,7 @@ impl LocalRooms {
             }
         };
         let list = self.rooms.get_mut(&name).expect("bug: room just looked up");
-        subs.push(Membership {
-            room: name,
-            pos: list.len() as u32,
-        });
+        subs.push(Membership { room: name, pos: list.len() as u32 });
         list.push(key);
         Joined::New { first }
     }
@@ -230,10 +227,7 @@ mod tests {
         let mut rooms = LocalRooms::default();
         let mut a = Vec::new();
         let mut b = Vec::new();
-        assert_eq!(
-            rooms.join("r", 0, &mut a, Some(1)),
-            Joined::New { first: true }
-        );
+        assert_eq!(rooms.join("r", 0, &mut a, Some(1)), Joined::New { first: true });
         assert_eq!(rooms.join("r", 1, &mut b, Some(1)), Joined::Full);
     }
 
@@ -241,10 +235,7 @@ mod tests {
     fn owned_rooms_sequence_per_room_and_track_workers() {
         let mut owned = OwnedRooms::default();
         let r: RoomName = Arc::from("r");
-        assert!(
-            owned.sequence("r").is_none(),
-            "nobody subscribed: nothing to do"
-        );
+        assert!(owned.sequence("r").is_none(), "nobody subscribed: nothing to do");
         owned.interest(&r, 2, true);
         owned.interest(&r, 0, true);
         owned.interest(&r, 2, true);
