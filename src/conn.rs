@@ -612,6 +612,11 @@ impl Conn {
         self.linger(CloseReason::HttpServed, env);
     }
 
+    /// A plain-text client on a TLS port: answer in plain text and close.
+    pub fn refuse_plain_on_tls(&mut self, env: &mut Env) {
+        self.refuse(&Reject::new(400, "this port speaks TLS: use wss:// or https://"), env);
+    }
+
     fn refuse(&mut self, reject: &Reject, env: &mut Env) {
         env.stats.count_refusal(reject.status);
         env.cork.extend(&reject.to_response());

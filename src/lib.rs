@@ -16,6 +16,7 @@ pub mod pubsub;
 pub mod server;
 pub mod stream;
 pub mod timer;
+pub mod tls;
 pub mod worker;
 
 pub use config::Config;

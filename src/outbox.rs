@@ -97,7 +97,7 @@ impl Cork {
 
     /// Writes the cork to `w` with vectored writes until it is empty or `w`
     /// would block. Returns the bytes written; `WouldBlock` is not an error.
-    pub fn write_to(&self, w: &mut impl Write) -> io::Result<usize> {
+    pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<usize> {
         let total = self.len();
         let mut written = 0;
         while written < total {
@@ -232,7 +232,7 @@ impl Outbox {
 
     /// Writes queued chunks to `w` with vectored writes until empty or `w`
     /// would block. Returns the bytes written; `WouldBlock` is not an error.
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+    pub fn write_to<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<usize> {
         let mut written = 0;
         while !self.chunks.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];

@@ -31,6 +31,7 @@ struct Handle {
 pub struct Server {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     workers: Vec<Handle>,
     shutting_down: Arc<AtomicBool>,
 }
@@ -75,6 +76,14 @@ impl Server {
     /// listener picks a port and the others join it.
     pub fn start(config: &Config) -> io::Result<Server> {
         let count = config.worker_count();
+        let tls = match config.tls.listen_addr() {
+            Some(tls_addr) => {
+                let cfg = crate::tls::load_server_config(&config.tls.cert, &config.tls.key)
+                    .map_err(io::Error::other)?;
+                Some((tls_addr, cfg))
+            }
+            None => None,
+        };
         let first = bind_reuseport(config.server.listen)?;
         let addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -103,11 +112,26 @@ impl Server {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        let mut tls_addr = None;
+        let mut tls_listeners = Vec::new();
+        if let Some((a, cfg)) = &tls {
+            let first = bind_reuseport(*a)?;
+            let bound = first.local_addr()?;
+            tls_addr = Some(bound);
+            tls_listeners.push(Some((first, cfg.clone())));
+            for _ in 1..count {
+                tls_listeners.push(Some((bind_reuseport(bound)?, cfg.clone())));
+            }
+        } else {
+            tls_listeners.resize_with(count, || None);
+        }
+        let mut tls_listeners = tls_listeners.into_iter();
         let shutting_down = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(count);
         let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
         for (index, ((main, poll), rx)) in parts {
-            let listeners = Listeners { main, admin: admin.take() };
+            let listeners =
+                Listeners { main, admin: admin.take(), tls: tls_listeners.next().flatten() };
             let worker = Worker::new(
                 index,
                 poll,
@@ -127,12 +151,17 @@ impl Server {
                 thread: Some(thread),
             });
         }
-        Ok(Server { addr, metrics_addr, workers, shutting_down })
+        Ok(Server { addr, metrics_addr, tls_addr, workers, shutting_down })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The wss:// address, when a TLS listener is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The separate metrics/health address, when configured.

@@ -16,7 +16,7 @@
 //! seen before a publish that was sent after the subscriber got its ack.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -39,6 +39,7 @@ use crate::pubsub::protocol::{self as proto, ErrorCode, ProtoError, Request};
 use crate::pubsub::room::{owner_of, Joined, LocalRooms, Membership, OwnedRooms, RoomName};
 use crate::pubsub::{BusMsg, Payload};
 use crate::timer::{TimerId, TimerWheel};
+use crate::tls::{looks_like_plain_http, TlsIo, TlsRead};
 
 /// Milliseconds per timer-wheel tick.
 pub const TICK_MS: u64 = 100;
@@ -46,6 +47,7 @@ const WHEEL_SLOTS: usize = 1024;
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const ADMIN: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
 /// Scratch read buffer per worker.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per turn before others get a go.
@@ -125,6 +127,59 @@ struct Slot {
     dirty: bool,
     id: u64,
     subs: Vec<Membership>,
+    /// rustls state for connections accepted on the TLS listener.
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// The first byte of a TLS connection was checked for plain HTTP.
+    tls_sniffed: bool,
+}
+
+/// A connection's writer: the socket, or TLS over it.
+enum Sink<'a> {
+    Plain(&'a mut TcpStream),
+    Tls(TlsIo<'a, TcpStream>),
+}
+
+fn sink<'a>(
+    tls: &'a mut Option<Box<rustls::ServerConnection>>,
+    sock: &'a mut TcpStream,
+) -> Sink<'a> {
+    match tls.as_deref_mut() {
+        Some(tls) => Sink::Tls(TlsIo { tls, sock }),
+        None => Sink::Plain(sock),
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(s) => s.write(buf),
+            Sink::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(s) => s.write_vectored(bufs),
+            Sink::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(s) => s.flush(),
+            Sink::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Slot {
+    /// Pushes out TLS records rustls holds; false if the socket is full.
+    fn flush_tls(&mut self) -> io::Result<bool> {
+        match self.tls.as_deref_mut() {
+            Some(tls) => TlsIo { tls, sock: &mut self.sock }.flush_records(),
+            None => Ok(true),
+        }
+    }
 }
 
 /// Where a worker's listeners are and what they serve.
@@ -133,6 +188,16 @@ pub struct Listeners {
     pub main: std::net::TcpListener,
     /// The separate metrics/health listener, on one worker only.
     pub admin: Option<std::net::TcpListener>,
+    /// The TLS listener and its configuration.
+    pub tls: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+}
+
+/// Which listener a connection came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenerKind {
+    Main,
+    Admin,
+    Tls,
 }
 
 /// Connections and what operating on them needs, apart from the loop.
@@ -214,6 +279,7 @@ pub struct Worker {
     metrics_queries: HashMap<u64, PendingMetrics>,
     next_query: u64,
     admin: Option<TcpListener>,
+    tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     /// Set by the server when graceful shutdown starts (read by /readyz).
     shutting_down: Arc<AtomicBool>,
     /// Drain deadline asked for, once a shutdown order arrived.
@@ -250,6 +316,14 @@ impl Worker {
             }
             None => None,
         };
+        let tls_listener = match listeners.tls {
+            Some((l, cfg)) => {
+                let mut l = TcpListener::from_std(l);
+                poll.registry().register(&mut l, TLS_LISTENER, Interest::READABLE)?;
+                Some((l, cfg))
+            }
+            None => None,
+        };
         let workers = peers.len();
         Ok(Worker {
             index,
@@ -283,6 +357,7 @@ impl Worker {
             metrics_queries: HashMap::new(),
             next_query: 0,
             admin,
+            tls_listener,
             shutting_down,
             shutdown_requested: None,
             barriers: 0,
@@ -319,6 +394,7 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     ADMIN => self.accept_admin(),
+                    TLS_LISTENER => self.accept_from(ListenerKind::Tls),
                     WAKER => {}
                     Token(key) => self.conn_event(key, event),
                 }
@@ -428,6 +504,9 @@ impl Worker {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some((mut listener, _)) = self.tls_listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         for (w, out) in self.outgoing.iter_mut().enumerate() {
             if w != self.index {
                 out.push(BusMsg::Barrier);
@@ -467,22 +546,27 @@ impl Worker {
     }
 
     fn accept_all(&mut self) {
-        self.accept_from(false);
+        self.accept_from(ListenerKind::Main);
+        self.accept_from(ListenerKind::Tls);
     }
 
     fn accept_admin(&mut self) {
-        self.accept_from(true);
+        self.accept_from(ListenerKind::Admin);
     }
 
-    fn accept_from(&mut self, admin: bool) {
+    fn accept_from(&mut self, kind: ListenerKind) {
         if self.accept_paused {
             return;
         }
         loop {
-            let listener = if admin { self.admin.as_ref() } else { self.listener.as_ref() };
+            let listener = match kind {
+                ListenerKind::Main => self.listener.as_ref(),
+                ListenerKind::Admin => self.admin.as_ref(),
+                ListenerKind::Tls => self.tls_listener.as_ref().map(|(l, _)| l),
+            };
             let Some(listener) = listener else { return };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_conn(sock, peer, admin),
+                Ok((sock, peer)) => self.add_conn(sock, peer, kind),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Out of descriptors: keep serving, retry on the next
@@ -514,7 +598,19 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, admin: bool) {
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+        let tls = match (kind, &self.tls_listener) {
+            (ListenerKind::Tls, Some((_, cfg))) => match rustls::ServerConnection::new(cfg.clone())
+            {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    warn!("worker {}: TLS setup failed for {peer}: {e}", self.index);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let admin = kind == ListenerKind::Admin;
         let _ = sock.set_nodelay(true);
         let settings = &self.core.settings;
         if settings.socket_send_buffer > 0 {
@@ -555,6 +651,8 @@ impl Worker {
             dirty: false,
             id,
             subs: Vec::new(),
+            tls,
+            tls_sniffed: false,
         });
         self.core.stats.accepted += 1;
         self.core.stats.open += 1;
@@ -567,6 +665,12 @@ impl Worker {
         };
         if event.is_writable() {
             slot.writable = true;
+            if slot.tls.is_some() {
+                match slot.flush_tls() {
+                    Ok(done) => slot.writable = done,
+                    Err(_) => slot.conn.handle_io_error(),
+                }
+            }
             self.flush(key);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -595,7 +699,7 @@ impl Worker {
         if slot.conn.outbox.is_empty() || !slot.writable {
             return;
         }
-        match slot.conn.outbox.write_to(&mut slot.sock) {
+        match slot.conn.outbox.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
             Ok(n) => {
                 if !slot.conn.outbox.is_empty() {
                     slot.writable = false;
@@ -613,6 +717,9 @@ impl Worker {
         let Some(slot) = core.conns.get_mut(key) else {
             return;
         };
+        if slot.tls.is_some() {
+            return self.read_tls(key);
+        }
         for _ in 0..MAX_READS_PER_TURN {
             if !slot.conn.wants_read() {
                 return;
@@ -643,6 +750,48 @@ impl Worker {
         self.ready.push(key);
     }
 
+    /// Reads from a TLS connection: records in, plaintext to the connection.
+    fn read_tls(&mut self, key: usize) {
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else { return };
+        if !slot.tls_sniffed {
+            let mut first = [0u8; 1];
+            match slot.sock.peek(&mut first) {
+                Ok(0) => return slot.conn.handle_eof(),
+                Ok(_) => {
+                    slot.tls_sniffed = true;
+                    if looks_like_plain_http(&first) {
+                        // Answer in plain text, then close.
+                        slot.tls = None;
+                        return slot.conn.refuse_plain_on_tls(&mut env!(core));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return slot.conn.handle_io_error(),
+            }
+        }
+        let mut plain = 0;
+        while slot.conn.wants_read() && plain < MAX_READS_PER_TURN * READ_CHUNK {
+            let Some(tls) = slot.tls.as_deref_mut() else { return };
+            let mut io = TlsIo { tls, sock: &mut slot.sock };
+            match io.read_plain(&mut self.scratch) {
+                Ok(TlsRead::Data(n)) => {
+                    plain += n;
+                    slot.conn.handle_input(&self.scratch[..n], &mut env!(core));
+                }
+                Ok(TlsRead::WouldBlock) => return,
+                Ok(TlsRead::Eof) => return slot.conn.handle_eof(),
+                Err(e) => {
+                    debug!("worker {} conn {:x}: TLS error: {e}", self.index, slot.id);
+                    return slot.conn.handle_io_error();
+                }
+            }
+        }
+        if slot.conn.wants_read() {
+            self.ready.push(key);
+        }
+    }
+
     fn on_timer(&mut self, key: usize) {
         let core = &mut self.core;
         let Some(slot) = core.conns.get_mut(key) else {
@@ -665,7 +814,7 @@ impl Worker {
         };
         if !core.cork.is_empty() {
             let written = if slot.conn.outbox.is_empty() && slot.writable {
-                match core.cork.write_to(&mut slot.sock) {
+                match core.cork.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
                     Ok(n) => n,
                     Err(_) => {
                         slot.conn.handle_io_error();
@@ -689,7 +838,16 @@ impl Worker {
         let core = &mut self.core;
         let slot = &mut core.conns[key];
         slot.conn.update_backpressure(&core.settings);
+        if slot.tls.is_some() && slot.writable {
+            match slot.flush_tls() {
+                Ok(done) => slot.writable = done,
+                Err(_) => slot.conn.handle_io_error(),
+            }
+        }
         if slot.conn.wants_shutdown() {
+            if let Some(tls) = slot.tls.as_deref_mut() {
+                TlsIo { tls, sock: &mut slot.sock }.close_notify();
+            }
             let _ = slot.sock.shutdown(Shutdown::Write);
             slot.conn.shutdown_done();
         }

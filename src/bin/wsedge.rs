@@ -150,7 +150,7 @@ fn main() -> ExitCode {
     let server = match Server::start(&config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsedge: cannot listen on {}: {e}", config.server.listen);
+            eprintln!("wsedge: cannot start on {}: {e}", config.server.listen);
             return ExitCode::from(1);
         }
     };
@@ -158,6 +158,9 @@ fn main() -> ExitCode {
     println!("wsedge listening on {addr} with {} workers", server.workers());
     if !config.routes.echo.is_empty() {
         println!("  echo:     ws://{addr}{}", config.routes.echo);
+    }
+    if let Some(tls) = server.tls_addr() {
+        println!("  wss:      wss://{tls}{}", config.routes.pubsub);
     }
     if !config.routes.pubsub.is_empty() {
         println!("  pub/sub:  ws://{addr}{}  (see PROTOCOL.md)", config.routes.pubsub);

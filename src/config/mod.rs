@@ -19,6 +19,8 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 pub struct Config {
     /// Listening and threads.
     pub server: ServerConfig,
+    /// The wss:// listener.
+    pub tls: TlsConfig,
     /// Which paths serve which behaviour.
     pub routes: RoutesConfig,
     /// Frame and message limits.
@@ -51,6 +53,25 @@ pub struct ServerConfig {
     pub socket_send_buffer_bytes: usize,
     /// SO_RCVBUF per client socket; 0 = kernel autotuning.
     pub socket_recv_buffer_bytes: usize,
+}
+
+/// `[tls]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address of the TLS listener; empty = none.
+    pub listen: String,
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+}
+
+impl TlsConfig {
+    /// The TLS listen address, when one is configured.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 /// `[routes]`
@@ -328,6 +349,17 @@ impl Config {
         ] {
             if !path.is_empty() && !path.starts_with('/') {
                 return err(field, "a route path must start with '/'".into());
+            }
+        }
+        if !self.tls.listen.is_empty() {
+            if self.tls.listen_addr().is_none() {
+                return err("tls.listen", format!("'{}' is not ADDR:PORT", self.tls.listen));
+            }
+            if self.tls.cert.is_empty() {
+                return err("tls.cert", "a TLS listener needs a certificate file".into());
+            }
+            if self.tls.key.is_empty() {
+                return err("tls.key", "a TLS listener needs a private key file".into());
             }
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen_addr().is_none() {
