@@ -59,6 +59,10 @@ pub struct Settings {
     pub presence_max_members: usize,
     /// Serve /metrics, /healthz, /readyz on the main listener.
     pub admin_on_main: bool,
+    /// Allowed browser origins (None = any).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Allow upgrades without an Origin header.
+    pub allow_missing_origin: bool,
     /// Subprotocols the server may select.
     pub subprotocols: Vec<String>,
     /// tungstenite configuration for every context.
@@ -113,6 +117,9 @@ impl Settings {
                 .then_some(config.pubsub.max_subscribers_per_room),
             presence_max_members: config.pubsub.presence_max_members,
             admin_on_main: config.metrics.enabled && config.metrics.listen.is_empty(),
+            allowed_origins: (!config.security.allowed_origins.iter().any(|o| o == "*"))
+                .then(|| config.security.allowed_origins.clone()),
+            allow_missing_origin: config.security.allow_missing_origin,
             subprotocols: config.websocket.subprotocols.clone(),
             ws_config,
             max_frame_bytes: config.websocket.max_frame_bytes,
@@ -558,6 +565,9 @@ impl Conn {
             Ok(up) => up,
             Err(reject) => return self.refuse(&reject, env),
         };
+        if let Err(reject) = check_origin(&req, s) {
+            return self.refuse(&reject, env);
+        }
         handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
         env.stats.upgraded += 1;
         self.route = Some(route);
@@ -812,6 +822,19 @@ impl Conn {
     /// The route this connection was upgraded on.
     pub fn route(&self) -> Option<Route> {
         self.route
+    }
+}
+
+/// Origin check against the allow-list (cross-site WebSocket hijacking).
+fn check_origin(req: &Request, s: &Settings) -> Result<(), Reject> {
+    match req.header("origin") {
+        None if s.allow_missing_origin => Ok(()),
+        None => Err(Reject::new(403, "Origin header required")),
+        Some(origin) => match &s.allowed_origins {
+            None => Ok(()),
+            Some(list) if list.iter().any(|o| o.as_bytes() == origin) => Ok(()),
+            Some(_) => Err(Reject::new(403, "origin not allowed")),
+        },
     }
 }
 

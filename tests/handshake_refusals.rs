@@ -97,8 +97,31 @@ fn unfinished_handshake_is_closed_at_its_deadline() {
     // the 10 s test read timeout) that ended it.
     assert!(started.elapsed() < Duration::from_secs(8));
     let stats = server.stats();
-    assert_eq!(
-        stats.closes(wsedge::metrics::CloseReason::HandshakeTimeout),
-        1
-    );
+    assert_eq!(stats.closes(wsedge::metrics::CloseReason::HandshakeTimeout), 1);
+}
+
+fn with_origin(origin: Option<&str>) -> Vec<u8> {
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{origin}\
+         Sec-WebSocket-Key: {UPGRADE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn origin_allow_list_refuses_other_sites_with_403() {
+    let server = start(&config(1, |c| {
+        c.security.allowed_origins = vec!["https://app.example.com".into()];
+        c.security.allow_missing_origin = false;
+    }));
+    let status_of = |req: Vec<u8>| {
+        let mut raw = Raw::connect(server.local_addr());
+        raw.send(&req);
+        raw.read_http_head()[9..12].to_string()
+    };
+    assert_eq!(status_of(with_origin(Some("https://app.example.com"))), "101");
+    assert_eq!(status_of(with_origin(Some("https://evil.example.net"))), "403");
+    assert_eq!(status_of(with_origin(None)), "403");
+    assert_eq!(server.stats().refusals(403), 2);
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub websocket: WebSocketLimits,
     /// Rooms and pub/sub limits.
     pub pubsub: PubSubConfig,
+    /// Origin checks.
+    pub security: SecurityConfig,
     /// Metrics and health endpoints.
     pub metrics: MetricsConfig,
     /// Graceful shutdown.
@@ -84,6 +86,22 @@ pub struct RoutesConfig {
     pub pubsub: String,
     /// Path of the backend publish API.
     pub publish_api: String,
+}
+
+/// `[security]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Allowed browser origins; "*" = any.
+    pub allowed_origins: Vec<String>,
+    /// Allow requests without Origin.
+    pub allow_missing_origin: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig { allowed_origins: vec!["*".into()], allow_missing_origin: true }
+    }
 }
 
 /// `[metrics]`
