@@ -14,10 +14,7 @@ fn violation(bytes: &[u8], expect: u16) {
     raw.send(bytes);
     let close = raw.read_until_close().expect("a close frame");
     assert_eq!(close.close_code(), Some(expect));
-    assert!(
-        raw.expect_eof(),
-        "the server closes TCP after failing the connection"
-    );
+    assert!(raw.expect_eof(), "the server closes TCP after failing the connection");
 }
 
 #[test]

@@ -19,9 +19,7 @@ fn a_silent_client_is_pinged_then_closed_as_timeout() {
     let mut raw = Raw::upgrade(server.local_addr(), "/echo");
     let mut pings = 0;
     let close = loop {
-        let f = raw
-            .read_frame()
-            .expect("a frame before the connection ends");
+        let f = raw.read_frame().expect("a frame before the connection ends");
         match f.opcode {
             9 => pings += 1,
             8 => break f,
@@ -32,9 +30,7 @@ fn a_silent_client_is_pinged_then_closed_as_timeout() {
     assert_eq!(close.close_code(), Some(1001));
     assert!(raw.expect_eof());
     drop(raw);
-    assert!(eventually(
-        || server.stats().closes(CloseReason::Timeout) == 1
-    ));
+    assert!(eventually(|| server.stats().closes(CloseReason::Timeout) == 1));
 }
 
 #[test]

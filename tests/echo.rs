@@ -15,14 +15,8 @@ fn echoes_text_and_binary_at_every_length_boundary() {
     for size in [0usize, 1, 125, 126, 65535, 65536, 1 << 20] {
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         ws.send(Message::binary(data.clone())).unwrap();
-        assert_eq!(
-            ws.read().unwrap(),
-            Message::binary(data),
-            "binary size {size}"
-        );
-        let text: String = (0..size)
-            .map(|i| char::from(b'a' + (i % 26) as u8))
-            .collect();
+        assert_eq!(ws.read().unwrap(), Message::binary(data), "binary size {size}");
+        let text: String = (0..size).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
         ws.send(Message::text(text.clone())).unwrap();
         assert_eq!(ws.read().unwrap(), Message::text(text), "text size {size}");
     }
@@ -42,10 +36,7 @@ fn fragmented_message_with_ping_between_fragments_is_reassembled() {
         raw.send(chunk);
     }
     let pong = raw.read_frame().expect("pong");
-    assert_eq!(
-        (pong.opcode, pong.payload.as_slice()),
-        (10, &b"mid-ping"[..])
-    );
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (10, &b"mid-ping"[..]));
     let echo = raw.read_frame().expect("echo");
     assert_eq!(echo.opcode, 1);
     assert!(echo.fin);
@@ -68,20 +59,13 @@ fn client_close_is_answered_with_the_same_code_then_tcp_closes() {
     let mut ws = client(server.local_addr(), "/echo");
     ws.send(Message::text("before close")).unwrap();
     assert_eq!(ws.read().unwrap(), Message::text("before close"));
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Library(4000),
-        reason: "bye".into(),
-    }))
-    .unwrap();
+    ws.close(Some(CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() })).unwrap();
     match ws.read() {
         Ok(Message::Close(Some(cf))) => assert_eq!(cf.code, CloseCode::Library(4000)),
         other => panic!("expected the close reply, got {other:?}"),
     }
     // The server then closes the TCP connection.
-    assert!(matches!(
-        ws.read(),
-        Err(tungstenite::Error::ConnectionClosed)
-    ));
+    assert!(matches!(ws.read(), Err(tungstenite::Error::ConnectionClosed)));
 }
 
 #[test]
@@ -120,10 +104,7 @@ fn a_thousand_concurrent_clients_over_all_workers_all_echo() {
         t.join().unwrap();
     }
     let per_worker = server.worker_stats();
-    assert!(
-        per_worker.iter().all(|w| w.upgraded > 0),
-        "every worker took connections"
-    );
+    assert!(per_worker.iter().all(|w| w.upgraded > 0), "every worker took connections");
     let stats = server.stats();
     assert_eq!(stats.upgraded, 1000);
     assert_eq!(stats.msgs_in, 3000);

@@ -21,10 +21,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn emfile_keeps_existing_clients_and_recovers() {
     let bin = env!("CARGO_BIN_EXE_wsedge");
     let mut child = Command::new("bash")
-        .args([
-            "-c",
-            &format!("ulimit -n 40 && exec {bin} --listen 127.0.0.1:0 --workers 1"),
-        ])
+        .args(["-c", &format!("ulimit -n 40 && exec {bin} --listen 127.0.0.1:0 --workers 1")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -37,19 +34,13 @@ fn emfile_keeps_existing_clients_and_recovers() {
         line.push(b[0]);
     }
     let line = String::from_utf8(line).unwrap();
-    let addr: std::net::SocketAddr = line
-        .split_whitespace()
-        .nth(3)
-        .expect("listening on ADDR")
-        .parse()
-        .unwrap();
+    let addr: std::net::SocketAddr =
+        line.split_whitespace().nth(3).expect("listening on ADDR").parse().unwrap();
 
     // Up to ~34 descriptors are free: open 60 connections.
     let mut conns: Vec<Raw> = (0..60).map(|_| Raw::connect(addr)).collect();
     for c in conns.iter_mut() {
-        c.sock
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        c.sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         c.send(upgrade_request("/echo").as_bytes());
     }
     let mut upgraded = Vec::new();
@@ -72,16 +63,11 @@ fn emfile_keeps_existing_clients_and_recovers() {
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
-    assert!(
-        used < 50,
-        "server used {used} clock ticks in 1 s while out of descriptors"
-    );
+    assert!(used < 50, "server used {used} clock ticks in 1 s while out of descriptors");
 
     // Existing clients are still served.
     for c in upgraded.iter_mut().take(5) {
-        c.sock
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        c.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c.send(&frame(true, 1, b"still served"));
         assert_eq!(c.read_frame().unwrap().payload, b"still served");
     }
@@ -92,9 +78,7 @@ fn emfile_keeps_existing_clients_and_recovers() {
     let _ = freed;
     let deadline = Instant::now() + Duration::from_secs(10);
     for c in waiting.iter_mut().take(20) {
-        c.sock
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        c.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let head = c.read_http_head();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert!(Instant::now() < deadline);
@@ -104,8 +88,5 @@ fn emfile_keeps_existing_clients_and_recovers() {
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     let _ = child.wait();
     assert!(err.matches("accept failed").count() >= 1, "logged: {err}");
-    assert!(
-        err.matches("accept failed").count() <= 2,
-        "rate-limited log: {err}"
-    );
+    assert!(err.matches("accept failed").count() <= 2, "rate-limited log: {err}");
 }

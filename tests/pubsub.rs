@@ -21,10 +21,7 @@ fn publish_reaches_a_subscriber_on_another_worker_and_unsubscribe_stops_it() {
     let (a, b) = (&mut a[0], &mut b[0]);
     assert_ne!(a.worker(), b.worker());
     b.subscribe("chat:lobby");
-    let ack = a.request(
-        json!({"type":"publish","room":"chat:lobby","data":{"text":"hi"}}),
-        9,
-    );
+    let ack = a.request(json!({"type":"publish","room":"chat:lobby","data":{"text":"hi"}}), 9);
     assert_eq!(ack["type"], "ack");
     let m = b.recv();
     assert_eq!(m["type"], "message");
@@ -35,10 +32,7 @@ fn publish_reaches_a_subscriber_on_another_worker_and_unsubscribe_stops_it() {
 
     let r = b.request(json!({"type":"unsubscribe","room":"chat:lobby"}), 2);
     assert_eq!(r["type"], "ack");
-    a.request(
-        json!({"type":"publish","room":"chat:lobby","data":"gone"}),
-        10,
-    );
+    a.request(json!({"type":"publish","room":"chat:lobby","data":"gone"}), 10);
     // B sees nothing more from the room: the next thing it gets is the reply
     // to its own request.
     let r = b.request(json!({"type":"presence","room":"chat:lobby"}), 3);
@@ -80,12 +74,8 @@ fn presence_counts_members_on_every_worker() {
     }
     let r = c[0].request(json!({"type":"presence","room":"game:7"}), 8);
     assert_eq!(r["count"], 8, "{r}");
-    let mut members: Vec<String> = r["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect();
+    let mut members: Vec<String> =
+        r["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
     members.sort();
     let mut expect: Vec<String> = c.iter().chain(more.iter()).map(|p| p.id.clone()).collect();
     expect.sort();
@@ -122,10 +112,7 @@ fn a_thousand_subscribers_over_all_workers_get_all_of_a_thousand_messages_in_ord
     let server = start(&config(2, |_| {}));
     let addr = server.local_addr();
     let subs: Vec<Raw> = (0..1000).map(|_| raw_subscriber(addr, "feed")).collect();
-    assert!(
-        server.worker_stats().iter().all(|w| w.upgraded > 100),
-        "spread over workers"
-    );
+    assert!(server.worker_stats().iter().all(|w| w.upgraded > 100), "spread over workers");
     let mut publisher = Raw::upgrade(addr, "/ws");
     read_texts(&mut publisher, 1);
     let mut batch = Vec::new();
@@ -133,9 +120,7 @@ fn a_thousand_subscribers_over_all_workers_get_all_of_a_thousand_messages_in_ord
         batch.extend(frame(
             true,
             1,
-            json!({"type":"publish","room":"feed","data":i})
-                .to_string()
-                .as_bytes(),
+            json!({"type":"publish","room":"feed","data":i}).to_string().as_bytes(),
         ));
     }
     publisher.send(&batch);
@@ -182,9 +167,7 @@ fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
         raw.send(&frame(
             true,
             1,
-            json!({"type":"subscribe","room":"r","id":1})
-                .to_string()
-                .as_bytes(),
+            json!({"type":"subscribe","room":"r","id":1}).to_string().as_bytes(),
         ));
         assert_eq!(read_texts(&mut raw, 1)[0]["type"], "ack");
         raw
@@ -214,14 +197,7 @@ fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
         }));
     }
     for k in 0..count {
-        while progress
-            .iter()
-            .map(|p| p.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
-            + 50
-            < k
-        {
+        while progress.iter().map(|p| p.load(Ordering::Acquire)).min().unwrap_or(0) + 50 < k {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let req = json!({"type":"publish","room":"r","data":filler}).to_string();
@@ -230,10 +206,7 @@ fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
     for t in threads {
         t.join().unwrap();
     }
-    assert!(eventually(|| server
-        .stats()
-        .closes(CloseReason::SlowConsumer)
-        == 1));
+    assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
     drop(stalled);
 }
 
@@ -260,8 +233,7 @@ fn malformed_requests_get_their_error_code_and_the_connection_stays_usable() {
     }
     c.ws.send(tungstenite::Message::text("{not json")).unwrap();
     assert_eq!(c.recv()["code"], "bad_json");
-    c.ws.send(tungstenite::Message::binary(vec![9u8, 1, 2]))
-        .unwrap();
+    c.ws.send(tungstenite::Message::binary(vec![9u8, 1, 2])).unwrap();
     assert_eq!(c.recv()["code"], "bad_binary");
     c.subscribe("one");
     c.subscribe("two");
@@ -270,10 +242,7 @@ fn malformed_requests_get_their_error_code_and_the_connection_stays_usable() {
     // Still usable: its own publish comes back (it is subscribed), then the ack.
     c.send(json!({"type":"publish","room":"one","data":"ok","id":100}));
     let m = c.recv();
-    assert_eq!(
-        (m["type"].as_str(), m["data"].as_str()),
-        (Some("message"), Some("ok"))
-    );
+    assert_eq!((m["type"].as_str(), m["data"].as_str()), (Some("message"), Some("ok")));
     assert_eq!(c.recv(), json!({"type":"ack","id":100}));
 }
 
@@ -287,12 +256,8 @@ fn binary_publish_is_delivered_in_binary_form() {
     msg.extend_from_slice(&[0, 255, 7]);
     c[0].ws.send(tungstenite::Message::binary(msg)).unwrap();
     let got = c[1].recv();
-    let bytes: Vec<u8> = got["binary"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u8)
-        .collect();
+    let bytes: Vec<u8> =
+        got["binary"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
     let from = u64::from_str_radix(&c[0].id, 16).unwrap();
     let mut expect = vec![2u8, 3];
     expect.extend_from_slice(b"bin");
@@ -313,10 +278,7 @@ fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -328,16 +290,10 @@ fn http_publish_api_reaches_websocket_subscribers() {
     for s in subs.iter_mut() {
         s.subscribe("alerts");
     }
-    let (status, body) = http_post(
-        addr,
-        "/api/publish",
-        r#"{"room":"alerts","data":{"level":"high"}}"#,
-    );
+    let (status, body) =
+        http_post(addr, "/api/publish", r#"{"room":"alerts","data":{"level":"high"}}"#);
     assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
-        "accepted"
-    );
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"], "accepted");
     for s in subs.iter_mut() {
         let m = s.recv();
         assert_eq!(m["data"], json!({"level":"high"}));
@@ -356,10 +312,6 @@ fn http_publish_api_reaches_websocket_subscribers() {
 #[test]
 fn http_publish_api_is_off_unless_enabled() {
     let server = start(&config(1, |_| {}));
-    let (status, _) = http_post(
-        server.local_addr(),
-        "/api/publish",
-        r#"{"room":"a","data":1}"#,
-    );
+    let (status, _) = http_post(server.local_addr(), "/api/publish", r#"{"room":"a","data":1}"#);
     assert_eq!(status, 404);
 }

@@ -24,10 +24,7 @@ fn churn(addr: std::net::SocketAddr, start: usize, n: usize) {
     for i in start..start + n {
         let mut s = TcpStream::connect(addr).unwrap();
         let mut bytes = upgrade_request("/ws").into_bytes();
-        let shared = format!(
-            r#"{{"type":"subscribe","room":"shared-{}","id":1}}"#,
-            i % 500
-        );
+        let shared = format!(r#"{{"type":"subscribe","room":"shared-{}","id":1}}"#, i % 500);
         let own = format!(r#"{{"type":"subscribe","room":"own-{i}","id":2}}"#);
         bytes.extend(frame(true, 1, shared.as_bytes()));
         bytes.extend(frame(true, 1, own.as_bytes()));
@@ -64,8 +61,5 @@ fn memory_returns_after_a_hundred_thousand_connections_join_and_leave_rooms() {
     let grown = after.saturating_sub(baseline);
     // 100k connections x 2 rooms each passed through; a leak of even 100
     // bytes per membership would be 20 MB.
-    assert!(
-        grown < 8 * 1024,
-        "RSS grew {grown} KiB ({baseline} -> {after})"
-    );
+    assert!(grown < 8 * 1024, "RSS grew {grown} KiB ({baseline} -> {after})");
 }

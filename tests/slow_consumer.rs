@@ -22,10 +22,7 @@ fn a_client_that_never_reads_does_not_delay_others_and_is_closed() {
     let addr = server.local_addr();
 
     let mut stalled = Raw::upgrade(addr, "/echo");
-    stalled
-        .sock
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stalled.sock.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut writer = stalled.sock.try_clone().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop_writer = stop.clone();
@@ -58,9 +55,6 @@ fn a_client_that_never_reads_does_not_delay_others_and_is_closed() {
     stop.store(true, Ordering::Relaxed);
     assert!(sent < 4096, "the server stopped taking the flood");
     assert!(stalled.expect_eof(), "the stalled connection was closed");
-    assert!(eventually(|| server
-        .stats()
-        .closes(CloseReason::SlowConsumer)
-        == 1));
+    assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
     assert_eq!(server.stats().open, 5);
 }

@@ -30,13 +30,9 @@ pub fn start(config: &Config) -> Server {
 /// A tungstenite client with no message size limits of its own.
 pub fn client(addr: SocketAddr, path: &str) -> WebSocket<MaybeTlsStream<TcpStream>> {
     let url = format!("ws://{addr}{path}");
-    let cfg = WebSocketConfig::default()
-        .max_message_size(None)
-        .max_frame_size(None);
+    let cfg = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
     let stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let (ws, resp) =
         tungstenite::client::client_with_config(url, MaybeTlsStream::Plain(stream), Some(cfg))
             .expect("handshake");
@@ -98,22 +94,14 @@ impl Raw {
     /// Connects without upgrading.
     pub fn connect(addr: SocketAddr) -> Raw {
         let sock = TcpStream::connect(addr).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Raw {
-            sock,
-            buf: Vec::new(),
-        }
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw { sock, buf: Vec::new() }
     }
 
     /// Wraps an already connected stream.
     pub fn from_stream(sock: TcpStream) -> Raw {
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Raw {
-            sock,
-            buf: Vec::new(),
-        }
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw { sock, buf: Vec::new() }
     }
 
     /// Connects and upgrades on `path`, asserting the 101.
@@ -145,10 +133,7 @@ impl Raw {
                 return head;
             }
             if self.fill().expect("read head") == 0 {
-                panic!(
-                    "EOF before a complete HTTP head: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
+                panic!("EOF before a complete HTTP head: {:?}", String::from_utf8_lossy(&self.buf));
             }
         }
     }
@@ -180,11 +165,7 @@ impl Raw {
                 if hlen != usize::MAX && self.buf.len() >= hlen + len {
                     let payload = self.buf[hlen..hlen + len].to_vec();
                     self.buf.drain(..hlen + len);
-                    return Some(Frame {
-                        fin: b0 & 0x80 != 0,
-                        opcode: b0 & 0x0f,
-                        payload,
-                    });
+                    return Some(Frame { fin: b0 & 0x80 != 0, opcode: b0 & 0x0f, payload });
                 }
             }
             match self.fill() {
@@ -206,9 +187,7 @@ impl Raw {
 
     /// True if the server closed the TCP connection (EOF or reset) in time.
     pub fn expect_eof(&mut self) -> bool {
-        self.sock
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        self.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut chunk = [0u8; 4096];
         loop {
             match self.sock.read(&mut chunk) {
@@ -260,9 +239,7 @@ impl Ps {
     }
 
     pub fn send(&mut self, v: serde_json::Value) {
-        self.ws
-            .send(tungstenite::Message::text(v.to_string()))
-            .expect("send");
+        self.ws.send(tungstenite::Message::text(v.to_string())).expect("send");
     }
 
     pub fn recv(&mut self) -> serde_json::Value {
