@@ -25,7 +25,8 @@ use crate::config::{Config, SlowConsumerPolicy};
 use crate::handshake::{self, Limits, Reject, Request};
 use crate::metrics::{CloseReason, Stats};
 use crate::outbox::{Cork, Outbox};
-use crate::pubsub::protocol::{self as proto, HttpPublish};
+use crate::pubsub::protocol::{self as proto, ErrorCode, HttpPublish, ProtoError};
+use crate::ratelimit::TokenBucket;
 use crate::stream::MemStream;
 
 /// A deadline that never comes.
@@ -59,6 +60,16 @@ pub struct Settings {
     pub presence_max_members: usize,
     /// Serve /metrics, /healthz, /readyz on the main listener.
     pub admin_on_main: bool,
+    /// Authentication, built once from `[auth]`.
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    /// Messages per second per connection (0 = off) and burst.
+    pub msg_rate: (u32, u32),
+    /// Payload bytes per second per connection (0 = off) and burst.
+    pub byte_rate: (u32, u32),
+    /// Close after this many rate-limit violations (None = never).
+    pub max_violations: Option<u32>,
+    /// Per-IP connection and handshake-rate limits, shared by all workers.
+    pub ip_limiter: Option<std::sync::Arc<crate::ratelimit::IpLimiter>>,
     /// Allowed browser origins (None = any).
     pub allowed_origins: Option<Vec<String>>,
     /// Allow upgrades without an Origin header.
@@ -117,6 +128,26 @@ impl Settings {
                 .then_some(config.pubsub.max_subscribers_per_room),
             presence_max_members: config.pubsub.presence_max_members,
             admin_on_main: config.metrics.enabled && config.metrics.listen.is_empty(),
+            auth: std::sync::Arc::new(
+                crate::auth::Authenticator::new(&config.auth)
+                    .expect("bug: the config is validated before settings are built"),
+            ),
+            ip_limiter: (config.rate_limits.connections_per_ip > 0
+                || config.rate_limits.handshakes_per_sec_per_ip > 0)
+                .then(|| {
+                    std::sync::Arc::new(crate::ratelimit::IpLimiter::new(
+                        65_536,
+                        config.rate_limits.connections_per_ip,
+                        config.rate_limits.handshakes_per_sec_per_ip,
+                    ))
+                }),
+            msg_rate: rate_pair(
+                config.rate_limits.messages_per_sec,
+                config.rate_limits.messages_burst,
+            ),
+            byte_rate: rate_pair(config.rate_limits.bytes_per_sec, config.rate_limits.bytes_burst),
+            max_violations: (config.rate_limits.action == crate::config::RateLimitAction::Close)
+                .then_some(config.rate_limits.max_violations.max(1)),
             allowed_origins: (!config.security.allowed_origins.iter().any(|o| o == "*"))
                 .then(|| config.security.allowed_origins.clone()),
             allow_missing_origin: config.security.allow_missing_origin,
@@ -137,6 +168,10 @@ impl Settings {
             socket_recv_buffer: config.server.socket_recv_buffer_bytes,
         }
     }
+}
+
+fn rate_pair(rate: u32, burst: u32) -> (u32, u32) {
+    (rate, if burst == 0 { rate } else { burst })
 }
 
 /// Where a connection is in its life.
@@ -228,6 +263,8 @@ pub struct Env<'a> {
     pub now: u64,
     /// Milliseconds since the worker started (for round-trip times).
     pub now_ms: u64,
+    /// Wall-clock seconds since the Unix epoch (token expiry).
+    pub now_unix: u64,
     /// Output for this connection (written to the socket when its turn ends).
     pub cork: &'a mut Cork,
     /// Contexts to borrow.
@@ -271,6 +308,11 @@ pub struct Conn {
     admin_only: bool,
     /// A plain HTTP request waits for the worker's answer.
     awaiting_app: bool,
+    /// Who the client authenticated as (set at the upgrade).
+    identity: Option<crate::auth::Identity>,
+    msg_bucket: TokenBucket,
+    byte_bucket: TokenBucket,
+    violations: u32,
 }
 
 impl Conn {
@@ -301,6 +343,10 @@ impl Conn {
             shutdown_sent: false,
             admin_only,
             awaiting_app: false,
+            identity: None,
+            msg_bucket: TokenBucket::new(settings.msg_rate.0, settings.msg_rate.1, 0),
+            byte_bucket: TokenBucket::new(settings.byte_rate.0, settings.byte_rate.1, 0),
+            violations: 0,
         }
     }
 
@@ -566,7 +612,15 @@ impl Conn {
             Err(reject) => return self.refuse(&reject, env),
         };
         if let Err(reject) = check_origin(&req, s) {
-            return self.refuse(&reject, env);
+            return self.refuse_auth(&reject, env);
+        }
+        match s.auth.authenticate(&req, &req.path, env.now_unix) {
+            Ok(identity) => self.identity = Some(identity),
+            Err(e) => {
+                let reject = Reject::new(401, e.reason)
+                    .with_header("WWW-Authenticate", e.www_authenticate());
+                return self.refuse_auth(&reject, env);
+            }
         }
         handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
         env.stats.upgraded += 1;
@@ -590,6 +644,17 @@ impl Conn {
         if req.method != "POST" {
             let reject = Reject::new(405, "use POST").with_header("Allow", "POST");
             return self.refuse(&reject, env);
+        }
+        match env.settings.auth.authenticate(req, &req.path, env.now_unix) {
+            Ok(identity) if identity.can_use_publish_api() => {}
+            Ok(_) => {
+                return self.refuse_auth(&Reject::new(403, "this credential may not publish"), env)
+            }
+            Err(e) => {
+                let reject = Reject::new(401, e.reason)
+                    .with_header("WWW-Authenticate", e.www_authenticate());
+                return self.refuse_auth(&reject, env);
+            }
         }
         let max_body = env.settings.max_data_bytes + 1024;
         let Some(len) = req.header("content-length") else {
@@ -620,6 +685,18 @@ impl Conn {
         };
         env.cork.extend(&response);
         self.linger(CloseReason::HttpServed, env);
+    }
+
+    /// Refused by Origin, authentication or per-IP limits (counted apart
+    /// from malformed requests).
+    pub fn refuse_auth(&mut self, reject: &Reject, env: &mut Env) {
+        self.close_reason = Some(CloseReason::AuthRefused);
+        self.refuse(reject, env);
+    }
+
+    /// Who the client authenticated as, once upgraded.
+    pub fn identity(&self) -> Option<&crate::auth::Identity> {
+        self.identity.as_ref()
     }
 
     /// A plain-text client on a TLS port: answer in plain text and close.
@@ -679,13 +756,23 @@ impl Conn {
             Some(ctx) => ctx,
             None => env.pool.take(&env.settings.ws_config),
         };
-        let mut pos = 0;
+        let mut pos: usize = 0;
         loop {
             let mut io = MemStream::new(&input[pos..], env.cork);
             let result = ctx.read(&mut io);
             pos += io.consumed();
             match result {
-                Ok(msg) => self.on_message(msg, env),
+                Ok(msg) => {
+                    // The context goes back while the message is handled, so
+                    // a close started from there (slow consumer, rate limit)
+                    // is sent by this same context and its state is kept.
+                    self.ctx = Some(ctx);
+                    self.on_message(msg, env);
+                    ctx = match self.ctx.take() {
+                        Some(ctx) => ctx,
+                        None => return pos, // failed: the connection lingers
+                    };
+                }
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
                     // Close handshake complete: the server closes TCP first.
@@ -718,11 +805,15 @@ impl Conn {
         match msg {
             Message::Text(text) => {
                 self.count_in(text.len(), env);
-                self.deliver(OpData::Text, Bytes::from(text), env);
+                if self.within_rate(text.len(), true, env) {
+                    self.deliver(OpData::Text, Bytes::from(text), env);
+                }
             }
             Message::Binary(data) => {
                 self.count_in(data.len(), env);
-                self.deliver(OpData::Binary, data, env);
+                if self.within_rate(data.len(), true, env) {
+                    self.deliver(OpData::Binary, data, env);
+                }
             }
             Message::Close(_) => {
                 // tungstenite queued the reply; the next read flushes it and
@@ -740,8 +831,41 @@ impl Conn {
                     self.ping_sent_ms = 0;
                 }
             }
-            Message::Ping(_) | Message::Frame(_) => {}
+            Message::Ping(data) => {
+                // Pings count against the message rate: a ping flood is a flood.
+                self.within_rate(data.len(), false, env);
+            }
+            Message::Frame(_) => {}
         }
+    }
+
+    /// Takes `len` bytes and one message from the connection's buckets.
+    /// Over the limit: the message is dropped (a pub/sub client is told
+    /// `rate_limited`), and with action `close` the connection is closed
+    /// with 1008 after `max_violations` drops.
+    fn within_rate(&mut self, len: usize, data: bool, env: &mut Env) -> bool {
+        let s = env.settings;
+        let now = env.now_ms;
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let ok = self.msg_bucket.try_take(1, now, s.msg_rate.0, s.msg_rate.1)
+            && self.byte_bucket.try_take(len, now, s.byte_rate.0, s.byte_rate.1);
+        if ok {
+            return true;
+        }
+        self.violations += 1;
+        env.stats.rate_limited += 1;
+        if s.max_violations.is_some_and(|max| self.violations >= max) {
+            self.fail(CloseCode::Policy, "rate limited", CloseReason::RateLimited, env);
+            return false;
+        }
+        if data && self.route == Some(Route::PubSub) {
+            let e = ProtoError::new(None, ErrorCode::RateLimited, "over the rate limit; dropped");
+            let frame = proto::error(&e);
+            if self.admit(frame.len(), env) {
+                env.cork.push_shared(frame);
+            }
+        }
+        false
     }
 
     fn count_in(&mut self, len: usize, env: &mut Env) {
@@ -880,7 +1004,7 @@ fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
         // "The server MUST close the connection upon receiving a frame that is
         // not masked." (RFC 6455); control frames: "MUST have a payload length
         // of 125 bytes or less and MUST NOT be fragmented." (RFC 6455)
-        if b0 & 0x70 != 0 || reserved_op || !masked || (is_control && (!fin || len7 > 125)) {
+        if b0 & 0x70 != 0 || reserved_op || !masked || (is_control && !fin) {
             *in_fragment = fragment;
             return Scan::Suspect;
         }
@@ -894,7 +1018,9 @@ fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
             126 | 127 => break,
             n => (0, n),
         };
-        if len > max_frame as u64 {
+        // Control frames: judged by their real length (a short length in the
+        // 16-bit form is accepted by tungstenite, so it is a whole frame here).
+        if len > max_frame as u64 || (is_control && len > 125) {
             *in_fragment = fragment;
             return Scan::Suspect;
         }

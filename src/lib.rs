@@ -7,12 +7,14 @@
 //! and returns actions; only [`worker`] touches sockets. Frames are decoded by
 //! tungstenite over the in-memory [`stream`].
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod handshake;
 pub mod metrics;
 pub mod outbox;
 pub mod pubsub;
+pub mod ratelimit;
 pub mod server;
 pub mod stream;
 pub mod timer;

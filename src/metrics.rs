@@ -26,6 +26,10 @@ pub enum CloseReason {
     InvalidUtf8,
     /// A frame or message over the configured limit (close 1009).
     MessageTooBig,
+    /// Over the per-connection rate limits too often (close 1008).
+    RateLimited,
+    /// Refused at the handshake by authentication, Origin or per-IP limits.
+    AuthRefused,
     /// The server is shutting down.
     Shutdown,
     /// A socket error other than a clean end of stream.
@@ -34,7 +38,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in a stable order (the metrics label order).
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClose,
         CloseReason::ClientVanished,
         CloseReason::Timeout,
@@ -46,6 +50,8 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::InvalidUtf8,
         CloseReason::MessageTooBig,
+        CloseReason::RateLimited,
+        CloseReason::AuthRefused,
         CloseReason::Shutdown,
         CloseReason::IoError,
     ];
@@ -64,6 +70,8 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::AuthRefused => "auth_refused",
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
         }
@@ -106,6 +114,10 @@ pub struct Stats {
     pub deliveries: u64,
     /// Application requests answered with an `error`.
     pub requests_refused: u64,
+    /// Messages dropped by the per-connection rate limits.
+    pub rate_limited: u64,
+    /// Channel actions refused by authorization.
+    pub forbidden: u64,
     /// Gauge, filled in snapshots: rooms with members on this worker.
     pub rooms: u64,
     /// Gauge, filled in snapshots: room memberships on this worker.
@@ -167,6 +179,8 @@ impl Stats {
         self.accept_emfile += other.accept_emfile;
         self.deliveries += other.deliveries;
         self.requests_refused += other.requests_refused;
+        self.rate_limited += other.rate_limited;
+        self.forbidden += other.forbidden;
         self.rooms += other.rooms;
         self.subscriptions += other.subscriptions;
         self.queued_bytes += other.queued_bytes;
@@ -228,7 +242,19 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
         let _ = writeln!(body, "wsedge_connections_open{{worker=\"{i}\"}} {}", w.open);
     }
     out.push_str(&body);
-    let simple: [(&str, &str, &str, u64); 12] = [
+    let simple: [(&str, &str, &str, u64); 14] = [
+        (
+            "wsedge_rate_limited_total",
+            "counter",
+            "Messages dropped by rate limits.",
+            total.rate_limited,
+        ),
+        (
+            "wsedge_forbidden_total",
+            "counter",
+            "Channel actions refused by authorization.",
+            total.forbidden,
+        ),
         ("wsedge_connections_opened_total", "counter", "TCP connections accepted.", total.accepted),
         ("wsedge_upgrades_total", "counter", "WebSocket upgrades completed.", total.upgraded),
         ("wsedge_messages_in_total", "counter", "Messages received.", total.msgs_in),

@@ -181,6 +181,13 @@ impl Server {
         }
     }
 
+    /// True when some worker has exited although no shutdown was asked for
+    /// (a bug: the process should stop rather than serve with a hole).
+    pub fn worker_died(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
+            && self.workers.iter().any(|w| w.thread.as_ref().is_some_and(|t| t.is_finished()))
+    }
+
     /// True once every worker has exited.
     pub fn is_finished(&self) -> bool {
         self.workers.iter().all(|w| w.thread.as_ref().is_none_or(|t| t.is_finished()))

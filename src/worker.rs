@@ -80,6 +80,7 @@ macro_rules! env {
         Env {
             now: $core.now,
             now_ms: $core.now_ms,
+            now_unix: $core.now_unix,
             cork: &mut $core.cork,
             pool: &mut $core.pool,
             stats: &mut $core.stats,
@@ -88,6 +89,23 @@ macro_rules! env {
         }
     };
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// At most this many refusal lines per second per worker reach the log.
+const REFUSAL_LOGS_PER_SEC: u32 = 10;
 
 fn token_of(key: usize) -> Token {
     Token(key)
@@ -131,6 +149,8 @@ struct Slot {
     tls: Option<Box<rustls::ServerConnection>>,
     /// The first byte of a TLS connection was checked for plain HTTP.
     tls_sniffed: bool,
+    /// Counted by the per-IP limiter (release on close).
+    ip_counted: bool,
 }
 
 /// A connection's writer: the socket, or TLS over it.
@@ -210,6 +230,7 @@ struct Core {
     events: Vec<AppEvent>,
     now: u64,
     now_ms: u64,
+    now_unix: u64,
     /// Connections with queued output to flush at the end of the iteration.
     dirty: Vec<usize>,
 }
@@ -286,6 +307,8 @@ pub struct Worker {
     shutdown_requested: Option<Duration>,
     /// Shutdown barriers received from other workers.
     barriers: usize,
+    /// Refusal log lines: (second, lines this second, suppressed).
+    refusal_log: (u64, u32, u64),
 }
 
 struct PendingMetrics {
@@ -339,6 +362,7 @@ impl Worker {
                 events: Vec::new(),
                 now: 0,
                 now_ms: 0,
+                now_unix: unix_now(),
                 dirty: Vec::new(),
             },
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
@@ -361,6 +385,7 @@ impl Worker {
             shutting_down,
             shutdown_requested: None,
             barriers: 0,
+            refusal_log: (0, 0, 0),
         })
     }
 
@@ -387,6 +412,7 @@ impl Worker {
             }
             self.core.now_ms = self.start.elapsed().as_millis() as u64;
             self.core.now = self.core.now_ms / TICK_MS;
+            self.core.now_unix = unix_now();
             if self.handle_control() {
                 return Ok(self.core.stats);
             }
@@ -653,9 +679,27 @@ impl Worker {
             subs: Vec::new(),
             tls,
             tls_sniffed: false,
+            ip_counted: false,
         });
         self.core.stats.accepted += 1;
         self.core.stats.open += 1;
+        if let Some(limiter) = self.core.settings.ip_limiter.clone() {
+            let unix_ms = unix_now_ms();
+            match limiter.admit_detailed(peer.ip(), unix_ms) {
+                Ok(()) => self.core.conns[key].ip_counted = true,
+                Err(refusal) => {
+                    let reject = crate::handshake::Reject::new(
+                        429,
+                        "too many connections from this address",
+                    )
+                    .with_header("Retry-After", refusal.retry_after_s().to_string());
+                    let core = &mut self.core;
+                    core.conns[key].conn.refuse_auth(&reject, &mut env!(core));
+                    self.finish(key);
+                    return;
+                }
+            }
+        }
         debug!("worker {} conn {id:x}: accepted from {peer}", self.index);
     }
 
@@ -874,7 +918,16 @@ impl Worker {
         for sub in std::mem::take(&mut slot.subs) {
             self.leave_room(&sub, key);
         }
+        if slot.ip_counted {
+            if let Some(limiter) = &self.core.settings.ip_limiter {
+                limiter.release(slot.peer.ip());
+            }
+        }
         let reason = slot.conn.close_reason().unwrap_or(CloseReason::IoError);
+        if matches!(reason, CloseReason::AuthRefused | CloseReason::RateLimited) {
+            let line = format!("conn {:x} from {}: {}", slot.id, slot.peer, reason.as_str());
+            self.log_refusal(&line);
+        }
         self.core.stats.count_close(reason);
         self.core.stats.open -= 1;
         debug!(
@@ -892,6 +945,50 @@ impl Worker {
             self.accept_all();
             self.accept_admin();
         }
+    }
+
+    /// Logs a refusal at info, at most [`REFUSAL_LOGS_PER_SEC`] lines a
+    /// second, so a flood of bad clients cannot flood the log.
+    fn log_refusal(&mut self, line: &str) {
+        let second = self.core.now_ms / 1000;
+        let (at, count, suppressed) = &mut self.refusal_log;
+        if *at != second {
+            if *suppressed > 0 {
+                info!("worker {}: {} refusal log lines suppressed", self.index, suppressed);
+            }
+            (*at, *count, *suppressed) = (second, 0, 0);
+        }
+        if *count < REFUSAL_LOGS_PER_SEC {
+            *count += 1;
+            info!("worker {}: refused {line}", self.index);
+        } else {
+            *suppressed += 1;
+        }
+    }
+
+    /// Whether connection `key` may act on `room`; counts and logs refusals.
+    fn authorized(&mut self, key: usize, room: &str, publish: bool) -> bool {
+        let Some(slot) = self.core.conns.get(key) else { return false };
+        let ok = slot.conn.identity().is_some_and(|id| {
+            if publish {
+                id.can_publish(room)
+            } else {
+                id.can_subscribe(room)
+            }
+        });
+        if !ok {
+            self.core.stats.forbidden += 1;
+            let subject = slot
+                .conn
+                .identity()
+                .and_then(|id| id.subject.as_deref())
+                .unwrap_or("anonymous")
+                .to_string();
+            let action = if publish { "publish to" } else { "subscribe to" };
+            let line = format!("conn {:x} ({subject}): may not {action} {room}", slot.id);
+            self.log_refusal(&line);
+        }
+        ok
     }
 
     // ---- application layer: rooms, publish, direct messages, presence ----
@@ -982,6 +1079,22 @@ impl Worker {
             Err(e) => return self.core.queue_error(key, &e),
         };
         let req_id = req.id();
+        let target = match &req {
+            Request::Subscribe { room, .. } => Some((room.as_ref(), false)),
+            Request::Publish { room, .. } => Some((room.as_ref(), true)),
+            Request::PublishBinary { room, .. } => Some((*room, true)),
+            _ => None,
+        };
+        if let Some((room, publish)) = target {
+            if !self.authorized(key, room, publish) {
+                let e = ProtoError::new(
+                    req_id,
+                    ErrorCode::Forbidden,
+                    "not allowed for this credential",
+                );
+                return self.core.queue_error(key, &e);
+            }
+        }
         let result = match &req {
             Request::Subscribe { room, .. } => self.subscribe(key, room, req_id),
             Request::Unsubscribe { room, .. } => self.unsubscribe(key, room, req_id),

@@ -54,7 +54,8 @@ MODES:
                   establishment deadline), then close all. Prints \"established N\" on stderr
                   (and writes N into --ready-file) when all are up. With --echo-first B,
                   each connection first sends one B-byte binary message and counts as up
-                  only once its echo is back (so at most 200 such echoes are in flight).
+                  only once its echo is back (at most 200 such echoes in flight; the
+                  establishment deadline becomes 300 s).
   tcp-echo        Like echo over raw TCP: S-byte records (timestamp in the first 8 bytes)
                   that the server echoes back. The ceiling measurement.
   serve-tcp-echo  Single-threaded raw TCP echo server (the ceiling server).
@@ -103,6 +104,7 @@ const SMALL_CHUNK: usize = 4 << 10;
 const BIG_CHUNK: usize = 64 << 10;
 const IDLE_HANDSHAKES_IN_FLIGHT: u64 = 200;
 const IDLE_ESTABLISH_NS: u64 = 60 * NS_PER_SEC;
+const ECHO_FIRST_ESTABLISH_NS: u64 = 300 * NS_PER_SEC;
 const ECHO_ESTABLISH_NS: u64 = 20 * NS_PER_SEC;
 
 const OP_CONT: u8 = 0x0;
@@ -1821,6 +1823,7 @@ impl Worker {
         let est_deadline = match cfg.mode {
             Mode::Echo | Mode::TcpEcho => ECHO_ESTABLISH_NS,
             Mode::Connect => (cfg.secs * 1e9) as u64,
+            Mode::Idle if cfg.echo_first > 0 => ECHO_FIRST_ESTABLISH_NS,
             Mode::Idle => IDLE_ESTABLISH_NS,
         };
         let ctx = Ctx {
@@ -3122,6 +3125,18 @@ mod tests {
             .expect("ok")
             .expect("some");
         assert_eq!(Config::from_args(a).expect("valid").sources, 4);
+        let a = args(&["idle", "--url", "ws://127.0.0.1:1/", "--echo-first", "1048576"])
+            .expect("ok")
+            .expect("some");
+        assert_eq!(Config::from_args(a).expect("valid").echo_first, 1 << 20);
+        let a = args(&["idle", "--url", "ws://127.0.0.1:1/", "--echo-first", "4"])
+            .expect("ok")
+            .expect("some");
+        assert!(Config::from_args(a).is_err(), "the message carries an 8-byte timestamp");
+        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--echo-first", "64"])
+            .expect("ok")
+            .expect("some");
+        assert!(Config::from_args(a).is_err(), "--echo-first is an idle flag");
     }
 
     #[test]

@@ -68,13 +68,18 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Command, String> {
     Ok(Command::Run(args))
 }
 
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 fn load_config(path: Option<&str>) -> Result<Config, String> {
     match path {
-        None => Config::from_toml(DEFAULT_TOML, "<embedded default>").map_err(|e| e.to_string()),
+        None => Config::from_toml_with_env(DEFAULT_TOML, "<embedded default>", env)
+            .map_err(|e| e.to_string()),
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-            Config::from_toml(&text, path).map_err(|e| e.to_string())
+            Config::from_toml_with_env(&text, path, env).map_err(|e| e.to_string())
         }
     }
 }
@@ -206,6 +211,10 @@ fn main() -> ExitCode {
     let mut last = (std::time::Instant::now(), server.stats());
     while !server.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        if server.worker_died() {
+            log::error!("a worker stopped unexpectedly; exiting");
+            std::process::exit(70);
+        }
         if !summary.is_zero() && last.0.elapsed() >= summary {
             let now = std::time::Instant::now();
             let stats = server.stats();

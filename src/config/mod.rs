@@ -27,8 +27,12 @@ pub struct Config {
     pub websocket: WebSocketLimits,
     /// Rooms and pub/sub limits.
     pub pubsub: PubSubConfig,
+    /// Authentication and channel permissions.
+    pub auth: crate::auth::AuthConfig,
     /// Origin checks.
     pub security: SecurityConfig,
+    /// Rate limits per connection and per IP.
+    pub rate_limits: RateLimitConfig,
     /// Metrics and health endpoints.
     pub metrics: MetricsConfig,
     /// Graceful shutdown.
@@ -101,6 +105,53 @@ pub struct SecurityConfig {
 impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig { allowed_origins: vec!["*".into()], allow_missing_origin: true }
+    }
+}
+
+/// What happens to a client over its message rate limits.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAction {
+    /// Drop and reply `rate_limited`; never close for it.
+    Error,
+    /// Drop and reply; close with 1008 after `max_violations`.
+    Close,
+}
+
+/// `[rate_limits]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Messages per second per connection; 0 = off.
+    pub messages_per_sec: u32,
+    /// Message burst; 0 = same as the rate.
+    pub messages_burst: u32,
+    /// Payload bytes per second per connection; 0 = off.
+    pub bytes_per_sec: u32,
+    /// Byte burst; 0 = same as the rate.
+    pub bytes_burst: u32,
+    /// Action over the limit.
+    pub action: RateLimitAction,
+    /// Violations before closing (action close).
+    pub max_violations: u32,
+    /// Concurrent connections per IP; 0 = off.
+    pub connections_per_ip: u32,
+    /// New connections per second per IP; 0 = off.
+    pub handshakes_per_sec_per_ip: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            messages_per_sec: 0,
+            messages_burst: 0,
+            bytes_per_sec: 0,
+            bytes_burst: 0,
+            action: RateLimitAction::Close,
+            max_violations: 20,
+            connections_per_ip: 0,
+            handshakes_per_sec_per_ip: 0,
+        }
     }
 }
 
@@ -333,7 +384,18 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parses and validates TOML text; `source_name` appears in errors.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        Config::from_toml_with_env(text, source_name, |_| None)
+    }
+
+    /// Like [`Config::from_toml`], with secrets overridden from the
+    /// environment (`env` looks a variable up): `WSEDGE_JWT_SECRET` replaces
+    /// `auth.jwt_hs256_secret`, so the secret need not sit in the file.
+    pub fn from_toml_with_env(
+        text: &str,
+        source_name: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| line_of(text, span.start));
             let message = e.message().trim().to_string();
             let field = field_from_message(&message).or_else(|| {
@@ -341,6 +403,9 @@ impl Config {
             });
             ConfigError { source_name: source_name.to_string(), line, field, message }
         })?;
+        if let Some(secret) = env("WSEDGE_JWT_SECRET").filter(|s| !s.is_empty()) {
+            config.auth.jwt_hs256_secret = secret;
+        }
         config.validate().map_err(|(field, message)| ConfigError {
             source_name: source_name.to_string(),
             line: find_field_line(text, &field),
@@ -368,6 +433,15 @@ impl Config {
             if !path.is_empty() && !path.starts_with('/') {
                 return err(field, "a route path must start with '/'".into());
             }
+        }
+        if let Err(e) = crate::auth::Authenticator::new(&self.auth) {
+            // The message starts with the field ("auth.api_keys[0].key: ...").
+            let (field, message) = match e.split_once(": ") {
+                Some((f, m)) if f.starts_with("auth.") => (f.to_string(), m.to_string()),
+                _ => ("auth".to_string(), e.clone()),
+            };
+            let field = field.split('[').next().unwrap_or("auth").to_string();
+            return err(&field, message);
         }
         if !self.tls.listen.is_empty() {
             if self.tls.listen_addr().is_none() {
@@ -547,6 +621,19 @@ mod tests {
         let e = Config::from_toml(text, "c.toml").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert_eq!(e.field.as_deref(), Some("write_queue.high_water_bytes"));
+    }
+
+    #[test]
+    fn jwt_secret_comes_from_the_environment() {
+        let secret = "0123456789abcdef0123456789abcdef-from-env";
+        let c = Config::from_toml_with_env("", "c", |k| {
+            (k == "WSEDGE_JWT_SECRET").then(|| secret.to_string())
+        })
+        .unwrap();
+        assert_eq!(c.auth.jwt_hs256_secret, secret);
+        // A too-short secret from the environment is refused like one in the file.
+        let e = Config::from_toml_with_env("", "c", |_| Some("short".into())).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("auth.jwt_hs256_secret"));
     }
 
     #[test]

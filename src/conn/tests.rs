@@ -31,6 +31,7 @@ impl Harness {
         Env {
             now: self.now,
             now_ms: self.now * 100,
+            now_unix: 1_800_000_000 + self.now / 10,
             cork: &mut self.cork,
             pool: &mut self.pool,
             stats: &mut self.stats,

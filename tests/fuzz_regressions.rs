@@ -1,0 +1,297 @@
+//! Regression tests for inputs the fuzzers (`fuzz/`, see FUZZING.md) found.
+//!
+//! Each test replays one finding sans-IO, with the input bytes inline, through
+//! the same worker emulation the `connection` fuzz target uses: the connection
+//! handles input, its cork is written to a "kernel" that takes at most a
+//! budget of bytes, the rest spills into the connection's outbox exactly as
+//! `worker::finish` does it. The check is the fuzzer's: everything that
+//! reached the wire parses as a sequence of whole, valid server frames.
+
+use bytes::Bytes;
+use std::io::{self, Write};
+use wsedge::config::{Config, SlowConsumerPolicy};
+use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
+use wsedge::metrics::Stats;
+use wsedge::outbox::Cork;
+
+const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A socket send buffer that takes at most `budget` bytes, then would block.
+struct Kernel {
+    wire: Vec<u8>,
+    budget: usize,
+}
+
+impl Write for Kernel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.budget);
+        self.budget -= n;
+        self.wire.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One connection driven the way `worker.rs` drives it.
+struct Sim {
+    settings: Settings,
+    cork: Cork,
+    pool: CtxPool,
+    stats: Stats,
+    events: Vec<AppEvent>,
+    now: u64,
+    conn: Conn,
+    kernel: Kernel,
+}
+
+impl Sim {
+    fn new(tweak: impl FnOnce(&mut Config)) -> Sim {
+        let mut config = Config::default();
+        tweak(&mut config);
+        let settings = Settings::from_config(&config, 100);
+        let conn = Conn::new(0, &settings);
+        let mut sim = Sim {
+            settings,
+            cork: Cork::default(),
+            pool: CtxPool::default(),
+            stats: Stats::default(),
+            events: Vec::new(),
+            now: 0,
+            conn,
+            kernel: Kernel { wire: Vec::new(), budget: usize::MAX },
+        };
+        sim.input(REQUEST, usize::MAX);
+        assert_eq!(sim.conn.phase(), Phase::Open);
+        let head = sim.kernel.wire.windows(4).position(|w| w == b"\r\n\r\n");
+        sim.kernel.wire.drain(..head.expect("101 response") + 4);
+        sim
+    }
+
+    /// One read of `bytes`, then `finish` with a kernel that takes `budget`.
+    fn input(&mut self, bytes: &[u8], budget: usize) {
+        let mut env = Env {
+            now: self.now,
+            now_ms: self.now * 100,
+            now_unix: 1_700_000_000,
+            cork: &mut self.cork,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            events: &mut self.events,
+        };
+        self.conn.handle_input(bytes, &mut env);
+        self.finish(budget);
+    }
+
+    /// `worker::finish`: write the cork if the outbox is empty, spill the rest.
+    fn finish(&mut self, budget: usize) {
+        self.kernel.budget = budget;
+        if !self.cork.is_empty() {
+            let written = if self.conn.outbox.is_empty() {
+                self.cork.write_to(&mut self.kernel).unwrap()
+            } else {
+                0
+            };
+            if written < self.cork.len() && !self.conn.is_closed() {
+                self.cork.spill_into(written, &mut self.conn.outbox);
+            }
+            self.cork.clear();
+            self.conn.handle_written(written, self.now, &self.settings);
+        }
+        self.conn.update_backpressure(&self.settings);
+    }
+
+    /// The socket became writable with room for `budget` bytes.
+    fn drain(&mut self, budget: usize) {
+        self.kernel.budget = budget;
+        let n = self.conn.outbox.write_to(&mut self.kernel).unwrap();
+        self.conn.handle_written(n, self.now, &self.settings);
+    }
+}
+
+/// A masked client frame.
+fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n < 65536 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Parses server frames: (opcode, payload) each; panics on anything that is
+/// not a whole, unmasked, final frame.
+fn server_frames(mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while !wire.is_empty() {
+        assert!(wire.len() >= 2, "truncated header: {wire:?}");
+        let (b0, b1) = (wire[0], wire[1]);
+        assert_eq!(b0 & 0xf0, 0x80, "FIN, no RSV: {b0:#x}");
+        assert_eq!(b1 & 0x80, 0, "server frames are unmasked");
+        let (hdr, len) = match b1 & 0x7f {
+            126 => (4, u16::from_be_bytes([wire[2], wire[3]]) as usize),
+            127 => (10, u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize),
+            n => (2, n as usize),
+        };
+        let opcode = b0 & 0x0f;
+        assert!(matches!(opcode, 1 | 2 | 8 | 9 | 10), "opcode {opcode} in {frames:?}");
+        assert!(
+            wire.len() >= hdr + len,
+            "frame of {len} bytes cut after {} (stream corrupted after {} frames)",
+            wire.len() - hdr,
+            frames.len()
+        );
+        if opcode == 1 {
+            assert!(std::str::from_utf8(&wire[hdr..hdr + len]).is_ok());
+        }
+        frames.push((opcode, wire[hdr..hdr + len].to_vec()));
+        wire = &wire[hdr + len..];
+    }
+    frames
+}
+
+fn slow_consumer_config(c: &mut Config) {
+    c.write_queue.max_bytes = 4096;
+    c.write_queue.high_water_bytes = 1 << 20;
+    c.write_queue.slow_consumer = SlowConsumerPolicy::Close;
+}
+
+/// Found by `connection` (partial writes + slow-consumer close). The echo of a
+/// 2000-byte message is a 4-byte header in the cork's own buffer followed by
+/// the payload as a shared chunk. The kernel takes exactly the header; the
+/// payload waits in the outbox. The next message overflows the queue, the
+/// close policy discards "unstarted" chunks, and the payload went with them
+/// although its header is already on the wire: the client then reads the
+/// 1008 close frame as payload bytes and never sees the close.
+#[test]
+fn slow_consumer_discard_keeps_payload_whose_header_was_sent() {
+    let mut sim = Sim::new(slow_consumer_config);
+    sim.input(&frame(true, 2, &[0xa5; 2000]), 4);
+    assert_eq!(sim.conn.outbox.len(), 2000);
+    sim.input(&frame(true, 2, &[0x5a; 3000]), 0);
+    assert_eq!(sim.conn.phase(), Phase::Closing);
+    sim.drain(usize::MAX);
+    let frames = server_frames(&sim.kernel.wire);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0], (2, vec![0xa5; 2000]));
+    assert_eq!(frames[1].0, 8);
+    assert_eq!(&frames[1].1[..2], &1008u16.to_be_bytes());
+}
+
+/// Found by `connection`: the kernel took half of a small echoed frame; the
+/// unwritten half moved to the outbox as a fresh chunk whose "already
+/// started" mark was lost, so the slow-consumer discard dropped it and the
+/// stream was cut mid-frame.
+#[test]
+fn slow_consumer_discard_keeps_tail_of_half_written_frame() {
+    let mut sim = Sim::new(slow_consumer_config);
+    sim.input(&frame(true, 1, &[b'a'; 100]), 50);
+    assert_eq!(sim.conn.outbox.len(), 52);
+    sim.input(&frame(true, 2, &[0u8; 4090]), 0);
+    assert_eq!(sim.conn.phase(), Phase::Closing);
+    sim.drain(usize::MAX);
+    let frames = server_frames(&sim.kernel.wire);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0], (1, vec![b'a'; 100]));
+    assert_eq!(&frames[1].1[..2], &1008u16.to_be_bytes());
+}
+
+/// What the discard is for still holds: whole frames nobody started are
+/// dropped, only the close frame follows what was sent.
+#[test]
+fn slow_consumer_discard_still_drops_unstarted_frames() {
+    let mut sim = Sim::new(slow_consumer_config);
+    sim.input(&frame(true, 2, &[1u8; 1500]), 0);
+    sim.input(&frame(true, 2, &[2u8; 1500]), 0);
+    assert_eq!(sim.conn.outbox.len(), 2 * 1504);
+    sim.input(&frame(true, 2, &[3u8; 1500]), 0);
+    assert_eq!(sim.conn.phase(), Phase::Closing);
+    sim.drain(usize::MAX);
+    let frames = server_frames(&sim.kernel.wire);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(&frames[0].1[..2], &1008u16.to_be_bytes());
+    let _ = Bytes::new();
+}
+
+/// Found by `connection` (the `half_written_then_overflow` seed, after the
+/// stream-cut fixes above). The slow-consumer close is started from inside
+/// the read loop (echo -> `send_data` -> `admit` -> `start_close`), while the
+/// read loop has the connection's tungstenite context checked out: the close
+/// frame is written by a second context borrowed from the pool, and the
+/// read loop then puts the original, still `Active`, context back. The close
+/// handshake state is lost: the client's close reply is answered with a
+/// second close frame, later pings get pongs after our close, and a later
+/// violation sends yet another close frame (1002 after 1008 in the finding).
+#[test]
+fn slow_consumer_close_from_the_read_loop_is_the_only_close_frame() {
+    let mut sim = Sim::new(slow_consumer_config);
+    // The kernel takes nothing; the second echo overflows the 4 KiB queue.
+    sim.input(&frame(true, 2, &[1u8; 3000]), 0);
+    sim.input(&frame(true, 2, &[2u8; 3000]), 0);
+    assert_eq!(sim.conn.phase(), Phase::Closing);
+    sim.drain(usize::MAX);
+    let frames = server_frames(&sim.kernel.wire);
+    let closes: Vec<_> = frames.iter().filter(|f| f.0 == 8).collect();
+    assert_eq!(closes.len(), 1, "{frames:?}");
+    assert_eq!(&closes[0].1[..2], &1008u16.to_be_bytes());
+    sim.kernel.wire.clear();
+
+    // After our close: a ping gets no pong, the client's close reply ends
+    // the handshake without another close frame.
+    sim.input(&frame(true, 9, b"still there?"), usize::MAX);
+    sim.input(&frame(true, 8, &1008u16.to_be_bytes()), usize::MAX);
+    assert_eq!(server_frames(&sim.kernel.wire), vec![], "nothing after our close");
+    assert_eq!(sim.conn.phase(), Phase::Linger);
+}
+
+/// Same root cause, the variant the fuzzer reported: a protocol violation
+/// after our 1008 close makes the connection send a second close (1002).
+#[test]
+fn violation_after_slow_consumer_close_sends_no_second_close() {
+    let mut sim = Sim::new(slow_consumer_config);
+    sim.input(&frame(true, 2, &[1u8; 3000]), 0);
+    sim.input(&frame(true, 2, &[2u8; 3000]), 0);
+    assert_eq!(sim.conn.phase(), Phase::Closing);
+    sim.drain(usize::MAX);
+    sim.kernel.wire.clear();
+    // A reserved opcode: fail the connection, but our close was already sent.
+    sim.input(&frame(true, 3, b"x"), usize::MAX);
+    assert_eq!(server_frames(&sim.kernel.wire), vec![], "a second close frame");
+}
+
+/// Found by `frames` in its first seconds: a ping whose (<= 125-byte) length
+/// is written in the 16-bit form. tungstenite accepts it (and answers), but
+/// the connection's frame scanner judged it by the 7-bit length field
+/// (`len7 > 125` => "tungstenite will reject this"), switched to passthrough
+/// for good, and from then on kept its tungstenite context (and its read
+/// buffer) for the rest of the connection's life, although it is idle.
+#[test]
+fn ping_with_a_16_bit_length_leaves_the_connection_holding_nothing() {
+    let mut sim = Sim::new(|_| {});
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut ping = vec![0x89, 0x80 | 126, 0, 5];
+    ping.extend_from_slice(&mask);
+    ping.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    sim.input(&ping, usize::MAX);
+    sim.input(&frame(true, 1, b"after"), usize::MAX);
+    let frames = server_frames(&sim.kernel.wire);
+    assert_eq!(frames, vec![(10, b"hello".to_vec()), (1, b"after".to_vec())]);
+    assert_eq!(sim.conn.phase(), Phase::Open);
+    assert_eq!(sim.conn.retained_bytes(), 0, "an idle connection holds its context");
+}
