@@ -58,3 +58,46 @@ fn a_client_that_never_reads_does_not_delay_others_and_is_closed() {
     assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
     assert_eq!(server.stats().open, 5);
 }
+
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_cannot_grow_its_queue_without_bound() {
+    let server = start(&config(1, |c| {
+        c.write_queue.max_bytes = 256 << 10;
+        c.write_queue.high_water_bytes = 64 << 10;
+        c.write_queue.stall_timeout_ms = 1000;
+        c.server.socket_send_buffer_bytes = 16 * 1024;
+    }));
+    let addr = server.local_addr();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut flooder = Raw::from_stream(sock.into());
+    flooder.send(upgrade_request("/echo").as_bytes());
+    assert!(flooder.read_http_head().starts_with("HTTP/1.1 101"));
+    flooder.sock.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut writer = flooder.sock.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let ping = frame(true, 9, &[0x55u8; 125]);
+        let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 512).collect();
+        // At most 64 MiB of pings; stops when the server stops reading or closes.
+        for _ in 0..1000 {
+            if writer.write_all(&burst).is_err() {
+                break;
+            }
+        }
+    });
+    let mut peak = 0;
+    while !flood.is_finished() {
+        peak = peak.max(server.stats().queued_bytes);
+        std::thread::sleep(Duration::from_millis(20));
+        if server.stats().closes(CloseReason::SlowConsumer) == 1 {
+            break;
+        }
+    }
+    // Reading stops above high water; one read turn (4 x 64 KiB) of pongs may
+    // land on top of it, never more.
+    assert!(peak <= (64 << 10) + 4 * 64 * 1024 + 4096, "queue peaked at {peak} bytes");
+    assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
+    drop(flooder);
+    let _ = flood.join();
+}
