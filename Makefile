@@ -50,5 +50,13 @@ conformance: release
 	  for i in $$(seq 50); do (echo > /dev/tcp/127.0.0.1/$(CONFORMANCE_PORT)) 2>/dev/null && break; sleep 0.1; done; \
 	  AUTOBAHN_EXCLUDE='12.*,13.*' $(AUTOBAHN_RUN) ws://127.0.0.1:$(CONFORMANCE_PORT)/echo
 
+## cargo-fuzz targets (see FUZZING.md), one after another, FUZZ_SECS seconds each.
+fuzz:
+	RUSTC_BOOTSTRAP=1 fuzz/run.sh $(FUZZ_SECS)
+
+## CI: every fuzz target for 10 s (installs cargo-fuzz if missing).
+fuzz-smoke:
+	RUSTC_BOOTSTRAP=1 fuzz/run.sh 10
+
 clean:
 	$(CARGO) clean

@@ -1,0 +1,73 @@
+//! `protocol`: arbitrary bytes as a pub/sub application message, in both
+//! forms (JSON text and binary), and as a `POST /api/publish` body.
+//!
+//! Never panics; every outcome is a parsed request or an `error` reply, and
+//! every reply the server would send for it is a single valid JSON text frame.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wsedge::pubsub::protocol::{self as proto, Request, MAX_ROOM_BYTES};
+
+const MAX_DATA: usize = 4096;
+
+/// The JSON object inside one unmasked server text frame.
+fn frame_json(frame: &[u8]) -> serde_json::Value {
+    assert_eq!(frame[0], 0x81, "one final text frame");
+    let (hdr, len) = match frame[1] {
+        126 => (4, u16::from_be_bytes([frame[2], frame[3]]) as usize),
+        127 => (10, u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize),
+        n => (2, n as usize),
+    };
+    assert_eq!(frame.len(), hdr + len, "frame length matches its header");
+    serde_json::from_slice(&frame[hdr..]).expect("a reply is valid JSON")
+}
+
+fn check(req: Result<Request<'_>, proto::ProtoError>) {
+    match req {
+        Ok(Request::Subscribe { room, .. })
+        | Ok(Request::Unsubscribe { room, .. })
+        | Ok(Request::Presence { room, .. }) => {
+            assert!(proto::valid_room(&room) && room.len() <= MAX_ROOM_BYTES);
+        }
+        Ok(Request::Publish { room, data, id }) => {
+            assert!(proto::valid_room(&room));
+            assert!(data.len() <= MAX_DATA);
+            // The delivery embeds data raw: it must stay valid JSON.
+            let v = frame_json(&proto::message(&room, Some(7), 1, data));
+            assert_eq!(v["type"], "message");
+            if let Some(id) = id {
+                assert_eq!(frame_json(&proto::ack(id))["type"], "ack");
+            }
+        }
+        Ok(Request::Send { data, .. }) => {
+            assert_eq!(frame_json(&proto::direct(Some(1), data))["type"], "direct");
+        }
+        Ok(Request::PublishBinary { room, payload }) => {
+            assert!(proto::valid_room(room));
+            assert!(payload.len() <= MAX_DATA);
+        }
+        Err(e) => {
+            let v = frame_json(&proto::error(&e));
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["code"], e.code.as_str());
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        check(proto::parse_text(text, MAX_DATA));
+    }
+    check(proto::parse_binary(data, MAX_DATA));
+    match proto::parse_http_publish(data, MAX_DATA) {
+        Ok(p) => {
+            assert!(proto::valid_room(&p.room));
+            let v = frame_json(&proto::message(&p.room, None, 1, &p.data));
+            assert!(v["from"].is_null());
+        }
+        Err((status, reason)) => {
+            assert!(status == 400 || status == 413, "{status}");
+            assert!(!reason.contains('\n'));
+        }
+    }
+});

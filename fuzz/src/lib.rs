@@ -1,0 +1,490 @@
+//! Shared harness for the wsedge fuzz targets (see ../FUZZING.md).
+//!
+//! - [`Sim`]: one sans-IO [`Conn`] driven exactly the way `src/worker.rs`
+//!   drives it (input, timer and writable events, then `finish`: write the
+//!   cork if the queue is empty, spill the rest into the connection's outbox,
+//!   backpressure, half-close), with a [`Kernel`] that takes only as many
+//!   bytes per write as the fuzzer allows.
+//! - [`Wire`]: everything the kernel took, checked incrementally as a client
+//!   would read it: the exact 101 response, then whole, valid, unmasked
+//!   server frames, nothing after a close frame.
+//! - [`Counting`]: a global allocator that tracks live and peak heap bytes, so
+//!   a target can bound what one connection allocates.
+//! - [`Rng`]: a tiny deterministic generator for chunk sizes and schedules.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wsedge::config::{Config, SlowConsumerPolicy};
+use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
+use wsedge::handshake::{accept_key, upgrade_response, Upgrade};
+use wsedge::metrics::Stats;
+use wsedge::outbox::Cork;
+
+/// Milliseconds per tick, as in the worker.
+pub const TICK_MS: u64 = 100;
+/// Frame limit the targets configure.
+pub const MAX_FRAME: usize = 4096;
+/// Message limit the targets configure.
+pub const MAX_MESSAGE: usize = 8192;
+/// Write queue limit the targets configure (half of it is the high-water
+/// mark): smaller than one message, so the slow-consumer policy is easy to
+/// reach.
+pub const MAX_QUEUE: usize = 4096;
+
+/// The client key every target upgrades with.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A valid upgrade request for `/echo`.
+pub const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: edge.example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// The exact 101 response to [`REQUEST`].
+pub fn expected_101() -> Vec<u8> {
+    upgrade_response(&Upgrade { accept: accept_key(KEY.as_bytes()), protocol: None })
+}
+
+/// Small limits so every limit is reachable from a small input: 4 KiB
+/// frames, 8 KiB messages, a 4 KiB write queue (2 KiB high water), and
+/// timers of a few ticks (ping 10, dead 30, idle 50, close 10, stall 20).
+pub fn small_config(policy: SlowConsumerPolicy, idle: bool) -> Config {
+    let mut c = Config::default();
+    c.websocket.max_frame_bytes = MAX_FRAME;
+    c.websocket.max_message_bytes = MAX_MESSAGE;
+    c.write_queue.max_bytes = MAX_QUEUE;
+    c.write_queue.high_water_bytes = MAX_QUEUE / 2;
+    c.write_queue.slow_consumer = policy;
+    c.write_queue.stall_timeout_ms = 2000;
+    c.handshake.timeout_ms = 1000;
+    c.health.ping_interval_ms = 1000;
+    c.health.dead_client_ms = 3000;
+    c.health.idle_timeout_ms = if idle { 5000 } else { 0 };
+    c.health.close_timeout_ms = 1000;
+    c
+}
+
+/// A socket send buffer that takes at most `budget` bytes per turn, then
+/// would block. `wire` is what reached the client.
+pub struct Kernel {
+    pub wire: Vec<u8>,
+    pub budget: usize,
+}
+
+impl Write for Kernel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.budget);
+        self.budget -= n;
+        self.wire.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One connection in an emulated worker.
+pub struct Sim {
+    pub settings: Settings,
+    pub cork: Cork,
+    pub pool: CtxPool,
+    pub stats: Stats,
+    pub events: Vec<AppEvent>,
+    pub now: u64,
+    pub conn: Conn,
+    pub kernel: Kernel,
+    /// The worker half-closed the socket (`shutdown(Write)`).
+    pub shut: bool,
+    /// The socket is writable (the last write was not cut short).
+    pub writable: bool,
+}
+
+impl Sim {
+    /// A freshly accepted connection at tick 0.
+    pub fn new(config: &Config) -> Sim {
+        let settings = Settings::from_config(config, TICK_MS);
+        let conn = Conn::new(0, &settings);
+        Sim {
+            settings,
+            cork: Cork::default(),
+            pool: CtxPool::default(),
+            stats: Stats::default(),
+            events: Vec::new(),
+            now: 0,
+            conn,
+            kernel: Kernel { wire: Vec::new(), budget: 0 },
+            shut: false,
+            writable: true,
+        }
+    }
+
+    /// False once the worker would have dropped the connection.
+    pub fn alive(&self) -> bool {
+        !self.conn.is_closed()
+    }
+
+    /// Runs `f` on the connection with the worker's environment.
+    fn with_env(&mut self, f: impl FnOnce(&mut Conn, &mut Env)) {
+        let mut env = Env {
+            now: self.now,
+            now_ms: self.now * TICK_MS,
+            now_unix: 1_700_000_000,
+            cork: &mut self.cork,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            events: &mut self.events,
+        };
+        f(&mut self.conn, &mut env);
+    }
+
+    /// One read returned `bytes`; the kernel then takes up to `budget`.
+    pub fn input(&mut self, bytes: &[u8], budget: usize) {
+        assert!(self.alive() && self.conn.wants_read(), "worker would not read");
+        self.with_env(|conn, env| conn.handle_input(bytes, env));
+        self.finish(budget);
+    }
+
+    /// The client closed its side (read returned 0).
+    pub fn eof(&mut self, budget: usize) {
+        self.conn.handle_eof();
+        self.finish(budget);
+    }
+
+    /// The connection's timer fired at tick `now` (monotonic).
+    pub fn timer(&mut self, now: u64, budget: usize) {
+        assert!(now >= self.now, "time goes forward");
+        self.now = now;
+        self.with_env(|conn, env| conn.handle_timer(env));
+        self.finish(budget);
+    }
+
+    /// The socket became writable with room for `budget` bytes
+    /// (`worker::flush`).
+    pub fn writable(&mut self, budget: usize) {
+        self.writable = true;
+        self.flush(budget);
+        self.after_turn();
+    }
+
+    /// `worker::finish`: write the cork (only if nothing is queued ahead of
+    /// it), spill what the kernel refused into the outbox, backpressure,
+    /// half-close.
+    fn finish(&mut self, budget: usize) {
+        self.kernel.budget = budget;
+        if !self.cork.is_empty() {
+            assert!(
+                !self.shut,
+                "output after the write side was shut down ({} bytes)",
+                self.cork.len()
+            );
+            let written = if self.conn.outbox.is_empty() && self.writable {
+                self.cork.write_to(&mut self.kernel).expect("the kernel never fails")
+            } else {
+                0
+            };
+            if written < self.cork.len() && !self.conn.is_closed() {
+                self.cork.spill_into(written, &mut self.conn.outbox);
+                self.writable = false;
+            }
+            self.cork.clear();
+            self.conn.handle_written(written, self.now, &self.settings);
+        } else if !self.conn.outbox.is_empty() && self.writable {
+            self.flush(budget);
+        }
+        self.after_turn();
+    }
+
+    /// `worker::flush`: write the queue while the socket is writable.
+    fn flush(&mut self, budget: usize) {
+        if self.conn.outbox.is_empty() || !self.writable {
+            return;
+        }
+        assert!(!self.shut, "queued bytes after the write side was shut");
+        self.kernel.budget = budget;
+        let n = self.conn.outbox.write_to(&mut self.kernel).expect("the kernel never fails");
+        if !self.conn.outbox.is_empty() {
+            self.writable = false;
+        }
+        self.conn.handle_written(n, self.now, &self.settings);
+    }
+
+    fn after_turn(&mut self) {
+        self.conn.update_backpressure(&self.settings);
+        if self.conn.wants_shutdown() {
+            self.shut = true;
+            self.conn.shutdown_done();
+        }
+    }
+
+    /// Takes what reached the client so far.
+    pub fn take_wire(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.kernel.wire)
+    }
+
+    /// The phase, for convenience.
+    pub fn phase(&self) -> Phase {
+        self.conn.phase()
+    }
+}
+
+/// A frame as the client reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl ServerFrame {
+    /// The close code, for a close frame with one.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// Close codes a server may put on the wire (RFC 6455 section 7.4, plus the
+/// IANA-registered 1012/1013 that tungstenite echoes): never 1004-1006, 1015,
+/// 1014 (not accepted by tungstenite), below 1000, 1016-2999 or above 4999.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
+}
+
+/// Codes the server sends on its own initiative (not echoing the client).
+pub const SERVER_CODES: [u16; 7] = [1000, 1001, 1002, 1007, 1008, 1009, 1011];
+
+/// The client's view of the byte stream: the 101 response, then frames.
+pub struct Wire {
+    /// Bytes of the 101 response still expected.
+    head: Vec<u8>,
+    /// Received bytes not yet forming a whole frame.
+    buf: Vec<u8>,
+    /// The close frame, once seen.
+    pub close: Option<ServerFrame>,
+    /// Frames parsed so far.
+    pub frames: usize,
+}
+
+impl Wire {
+    /// Expects `head` (e.g. the 101 response) before the first frame.
+    pub fn new(head: Vec<u8>) -> Wire {
+        Wire { head, buf: Vec::new(), close: None, frames: 0 }
+    }
+
+    /// True once the head was received in full.
+    pub fn upgraded(&self) -> bool {
+        self.head.is_empty()
+    }
+
+    /// Bytes of a frame received only in part.
+    pub fn partial(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Reads `bytes`; returns the frames they completed. Panics on anything
+    /// a client must reject.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Vec<ServerFrame> {
+        if !self.head.is_empty() {
+            let n = bytes.len().min(self.head.len());
+            assert_eq!(
+                &bytes[..n],
+                &self.head[..n],
+                "the upgrade response is not the expected 101"
+            );
+            self.head.drain(..n);
+            bytes = &bytes[n..];
+        }
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some((frame, len)) = parse_server_frame(&self.buf[pos..]) {
+            assert!(self.close.is_none(), "a frame after the close frame: {frame:?}");
+            pos += len;
+            self.frames += 1;
+            if frame.opcode == 8 {
+                self.close = Some(frame.clone());
+            }
+            out.push(frame);
+        }
+        self.buf.drain(..pos);
+        out
+    }
+}
+
+/// Parses one whole server frame from the front of `buf`, checking it as a
+/// strict client would: FIN set (the server never fragments), RSV clear,
+/// known opcode, unmasked, minimal length encoding, control payloads at most
+/// 125 bytes, data at most [`MAX_MESSAGE`], text and close reasons UTF-8,
+/// close codes valid. `None` if the frame is incomplete.
+pub fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    assert_eq!(b0 & 0x80, 0x80, "server frames are never fragmented: {b0:#04x}");
+    assert_eq!(b0 & 0x70, 0, "RSV bits set: {b0:#04x}");
+    let opcode = b0 & 0x0f;
+    assert!(matches!(opcode, 1 | 2 | 8 | 9 | 10), "opcode {opcode}");
+    assert_eq!(b1 & 0x80, 0, "a server frame is masked");
+    let (hdr, len) = match b1 & 0x7f {
+        126 => {
+            if buf.len() < 4 {
+                return None;
+            }
+            let len = u16::from_be_bytes([buf[2], buf[3]]) as u64;
+            assert!(len >= 126, "non-minimal 16-bit length {len}");
+            (4, len)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return None;
+            }
+            let len = u64::from_be_bytes(buf[2..10].try_into().unwrap());
+            assert!(len > 0xffff, "non-minimal 64-bit length {len}");
+            (10, len)
+        }
+        n => (2, n as u64),
+    };
+    if opcode >= 8 {
+        assert!(len <= 125, "control frame of {len} bytes");
+    } else {
+        assert!(len <= MAX_MESSAGE as u64, "data frame of {len} bytes");
+    }
+    let len = len as usize;
+    if buf.len() < hdr + len {
+        return None;
+    }
+    let payload = buf[hdr..hdr + len].to_vec();
+    if opcode == 1 {
+        assert!(std::str::from_utf8(&payload).is_ok(), "text is not UTF-8");
+    }
+    if opcode == 8 {
+        assert_ne!(payload.len(), 1, "a close payload of one byte");
+        if payload.len() >= 2 {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            assert!(valid_close_code(code), "close code {code}");
+            assert!(std::str::from_utf8(&payload[2..]).is_ok(), "close reason is not UTF-8");
+        }
+    }
+    Some((ServerFrame { opcode, payload }, hdr + len))
+}
+
+/// A masked client frame: `b0` is FIN/RSV/opcode; `wide` forces a longer
+/// length encoding than needed (0 minimal, 1 16-bit, 2+ 64-bit).
+pub fn client_frame(out: &mut Vec<u8>, b0: u8, mask: Option<[u8; 4]>, wide: u8, payload: &[u8]) {
+    client_header(out, b0, mask, wide, payload.len() as u64);
+    match mask {
+        Some(m) => out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4])),
+        None => out.extend_from_slice(payload),
+    }
+}
+
+/// Just the header of a client frame declaring `len` payload bytes.
+pub fn client_header(out: &mut Vec<u8>, b0: u8, mask: Option<[u8; 4]>, wide: u8, len: u64) {
+    out.push(b0);
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    if len < 126 && wide == 0 {
+        out.push(m | len as u8);
+    } else if len <= 0xffff && wide <= 1 {
+        out.push(m | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(m | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    if let Some(mask) = mask {
+        out.extend_from_slice(&mask);
+    }
+}
+
+/// xorshift64*: deterministic, cheap, good enough for schedules.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting live heap bytes and their peak.
+pub struct Counting;
+
+impl Counting {
+    /// Heap bytes allocated and not yet freed.
+    pub fn live() -> usize {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    /// Highest `live()` since the last [`Counting::reset_peak`].
+    pub fn peak() -> usize {
+        PEAK.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new peak measurement at the current live bytes.
+    pub fn reset_peak() {
+        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn grew(by: usize) {
+        let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are
+// updated on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            Counting::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            Counting::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                Counting::grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
