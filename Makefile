@@ -50,6 +50,12 @@ conformance: release
 	  for i in $$(seq 50); do (echo > /dev/tcp/127.0.0.1/$(CONFORMANCE_PORT)) 2>/dev/null && break; sleep 0.1; done; \
 	  AUTOBAHN_EXCLUDE='12.*,13.*' $(AUTOBAHN_RUN) ws://127.0.0.1:$(CONFORMANCE_PORT)/echo
 
+## Criterion benches, the 1M-connection simulation, then wsedge against its peers
+## (pinned: server on core 0, load on core 1). BENCH_QUICK=1 for a short pass,
+## BENCH_SECS / BENCH_REPS to size it; see scripts/bench.sh and BENCHMARKS.md.
+bench:
+	CARGO=$(CARGO) ./scripts/bench.sh
+
 ## cargo-fuzz targets (see FUZZING.md), one after another, FUZZ_SECS seconds each.
 fuzz:
 	RUSTC_BOOTSTRAP=1 fuzz/run.sh $(FUZZ_SECS)

@@ -78,6 +78,7 @@ impl Rig {
         Env {
             now: 1,
             now_ms: 100,
+            now_unix: 1_800_000_000,
             cork: &mut self.cork,
             pool: &mut self.pool,
             stats: &mut self.stats,

@@ -89,6 +89,7 @@ macro_rules! env {
         Env {
             now: $now,
             now_ms: $now * 100,
+            now_unix: 1_800_000_000 + $now / 10,
             cork: &mut $rig.cork,
             pool: &mut $rig.pool,
             stats: &mut $rig.stats,
