@@ -308,6 +308,8 @@ pub struct Conn {
     admin_only: bool,
     /// A plain HTTP request waits for the worker's answer.
     awaiting_app: bool,
+    /// Drop the socket once the output is flushed (no half-close + drain).
+    close_when_flushed: bool,
     /// Who the client authenticated as (set at the upgrade).
     identity: Option<crate::auth::Identity>,
     msg_bucket: TokenBucket,
@@ -343,6 +345,7 @@ impl Conn {
             shutdown_sent: false,
             admin_only,
             awaiting_app: false,
+            close_when_flushed: false,
             identity: None,
             msg_bucket: TokenBucket::new(settings.msg_rate.0, settings.msg_rate.1, 0),
             byte_bucket: TokenBucket::new(settings.byte_rate.0, settings.byte_rate.1, 0),
@@ -387,9 +390,19 @@ impl Conn {
         }
     }
 
-    /// The worker half-closed the socket.
+    /// The worker half-closed the socket (or, when nothing more can come
+    /// from the peer, is about to close it).
     pub fn shutdown_done(&mut self) {
         self.shutdown_sent = true;
+        if self.close_when_flushed {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// True when the socket can be closed outright once flushed (the peer
+    /// already finished its side of the close handshake).
+    pub fn close_when_flushed(&self) -> bool {
+        self.close_when_flushed
     }
 
     /// Bytes retained by this connection beyond its own struct (buffers and
@@ -711,42 +724,58 @@ impl Conn {
     }
 
     fn ws_input(&mut self, data: &[u8], env: &mut Env) {
-        // Work on our partial frame plus the new bytes, without copying the
-        // new bytes when there is no partial frame.
-        let owned;
-        let work: &[u8] = if self.inbuf.is_empty() {
-            data
+        // Work on our partial frame plus the new bytes. The partial frame
+        // grows in place (never copied again per read), and the new bytes
+        // are not copied at all when there is no partial frame.
+        let owned = if self.inbuf.is_empty() {
+            None
         } else {
             let mut buf = std::mem::take(&mut self.inbuf);
             buf.extend_from_slice(data);
-            owned = buf;
-            &owned
+            Some(buf)
         };
-        let whole = if self.passthrough {
-            work.len()
+        let work: &[u8] = owned.as_deref().unwrap_or(data);
+        let (whole, need) = if self.passthrough {
+            (work.len(), 0)
         } else {
             match scan_frames(work, &mut self.in_fragment, env.settings.max_frame_bytes) {
-                Scan::Whole(n, largest) => {
+                Scan::Whole { whole, largest, need } => {
                     // A context that decoded a large frame grew its buffers:
                     // drop it afterwards rather than pool it.
                     self.large_frame |= largest > CTX_READ_BUFFER as u64;
-                    n
+                    (whole, need)
                 }
                 Scan::Suspect => {
                     self.passthrough = true;
-                    work.len()
+                    (work.len(), 0)
                 }
             }
         };
         let consumed = if whole > 0 { self.feed(&work[..whole], env) } else { 0 };
-        if matches!(self.phase, Phase::Open | Phase::Closing) {
-            let rest = &work[consumed.max(whole)..];
-            if !rest.is_empty() {
-                self.inbuf.extend_from_slice(rest);
-            } else if self.inbuf.capacity() > 0 && self.inbuf.is_empty() {
-                self.inbuf = Vec::new();
-            }
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            return;
         }
+        let from = consumed.max(whole);
+        let mut rest = match owned {
+            Some(mut buf) => {
+                buf.drain(..from);
+                buf
+            }
+            None if from < data.len() => data[from..].to_vec(),
+            None => Vec::new(),
+        };
+        if rest.is_empty() {
+            return; // nothing kept: an idle connection holds no buffer
+        }
+        // Room for the whole incomplete frame at once (its header is known)
+        // once a good part of it is here, instead of growing by doubling
+        // through a large message. Not earlier: a bare header must not make
+        // the server allocate the frame's full size for a client that may
+        // never send it.
+        if need > rest.capacity() && rest.len() >= need / 4 {
+            rest.reserve_exact(need - rest.len());
+        }
+        self.inbuf = rest;
     }
 
     /// Hands whole frames to tungstenite and acts on every message.
@@ -775,8 +804,12 @@ impl Conn {
                 }
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
-                    // Close handshake complete: the server closes TCP first.
+                    // Close handshake complete: the server closes TCP first,
+                    // as soon as its close frame is flushed. The client sent
+                    // its close, so nothing more is coming: no need to wait
+                    // for its EOF.
                     self.linger(CloseReason::ClientClose, env);
+                    self.close_when_flushed = true;
                     return pos;
                 }
                 Err(e) => {
@@ -975,8 +1008,17 @@ fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
 /// Result of scanning buffered input for whole frames.
 #[derive(Debug, PartialEq, Eq)]
 enum Scan {
-    /// The first `n` bytes are whole frames; the largest payload among them.
-    Whole(usize, u64),
+    /// The first `whole` bytes are whole frames; `largest` is the largest
+    /// payload among them; `need` is the full size of the incomplete frame
+    /// that follows, when its header is already there (else 0).
+    Whole {
+        /// Bytes of whole frames.
+        whole: usize,
+        /// Largest payload among them.
+        largest: u64,
+        /// Size of the next, incomplete frame, if known.
+        need: usize,
+    },
     /// A header is invalid or over the size limit; tungstenite must see it.
     Suspect,
 }
@@ -988,6 +1030,7 @@ enum Scan {
 fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
     let mut pos = 0;
     let mut largest = 0;
+    let mut need = 0;
     let mut fragment = *in_fragment;
     loop {
         let rest = &buf[pos..];
@@ -1026,6 +1069,7 @@ fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
         }
         let total = 2 + len_bytes + 4 + len as usize;
         if rest.len() < total {
+            need = total;
             break;
         }
         if opcode == 0 {
@@ -1039,7 +1083,7 @@ fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
         pos += total;
     }
     *in_fragment = fragment;
-    Scan::Whole(pos, largest)
+    Scan::Whole { whole: pos, largest, need }
 }
 
 #[cfg(test)]

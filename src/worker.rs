@@ -892,7 +892,10 @@ impl Worker {
             if let Some(tls) = slot.tls.as_deref_mut() {
                 TlsIo { tls, sock: &mut slot.sock }.close_notify();
             }
-            let _ = slot.sock.shutdown(Shutdown::Write);
+            if !slot.conn.close_when_flushed() {
+                // Half-close, then drain until EOF so the client reads all.
+                let _ = slot.sock.shutdown(Shutdown::Write);
+            }
             slot.conn.shutdown_done();
         }
         if slot.conn.is_closed() {
