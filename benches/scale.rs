@@ -109,8 +109,13 @@ fn mib(b: f64) -> f64 {
 }
 
 fn main() {
-    let n: usize =
-        std::env::var("SCALE_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    // `cargo bench` passes --bench; under `cargo test` (make test) this runs
+    // as a quick smoke test with 10,000 connections instead of a million.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("SCALE_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 10_000 });
     let mut rig = Rig {
         settings: Settings::from_config(&Config::default(), 100),
         cork: Cork::with_capacity(64 * 1024),
