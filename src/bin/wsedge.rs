@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         signal_hook::consts::SIGTERM,
     ]) {
         Ok(mut signals) => {
-            std::thread::spawn(move || {
+            let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
                 for sig in signals.forever() {
                     if handle.shutdown(drain) {
                         log::info!("signal {sig}: shutting down, draining for up to {drain:?}");
@@ -216,6 +216,9 @@ fn main() -> ExitCode {
                     }
                 }
             });
+            if let Err(e) = spawned {
+                log::warn!("cannot start the signal thread: {e}");
+            }
         }
         Err(e) => log::warn!("cannot install signal handlers: {e}"),
     }
