@@ -7,7 +7,10 @@
 //! `worker::finish` does it. The check is the fuzzer's: everything that
 //! reached the wire parses as a sequence of whole, valid server frames.
 
+mod common;
+
 use bytes::Bytes;
+use common::frame;
 use std::io::{self, Write};
 use wsedge::config::{Config, SlowConsumerPolicy};
 use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
@@ -113,26 +116,6 @@ impl Sim {
         let n = self.conn.outbox.write_to(&mut self.kernel).unwrap();
         self.conn.handle_written(n, self.now, &self.settings);
     }
-}
-
-/// A masked client frame.
-fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }
 
 /// Parses server frames: (opcode, payload) each; panics on anything that is

@@ -6,7 +6,10 @@
 //! every ping is answered with a pong carrying its payload, in order. After
 //! the message the connection holds no buffers.
 
+mod common;
+
 use bytes::Bytes;
+use common::frame_into;
 use proptest::prelude::*;
 use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
 use wsedge::metrics::Stats;
@@ -90,24 +93,6 @@ fn payload(text: bool, len: usize, seed: u64) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// A masked client frame.
-fn client_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) {
-    out.push(if fin { 0x80 } else { 0 } | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-}
-
 /// Parses unmasked server frames into (opcode, payload); every one final.
 fn server_frames(mut wire: &[u8]) -> Vec<(u8, Bytes)> {
     let mut frames = Vec::new();
@@ -180,15 +165,15 @@ fn run(c: Case) -> Result<(), TestCaseError> {
     let opcode = if c.text { 1 } else { 2 };
     for (i, fragment) in fragments.iter().enumerate() {
         for p in &pings_at[i] {
-            client_frame(&mut stream, true, 9, p, mask());
+            frame_into(&mut stream, true, 9, p, mask());
             expected.push((10, Bytes::copy_from_slice(p)));
         }
         let last = i + 1 == fragments.len();
-        client_frame(&mut stream, last, if i == 0 { opcode } else { 0 }, fragment, mask());
+        frame_into(&mut stream, last, if i == 0 { opcode } else { 0 }, fragment, mask());
     }
     expected.push((opcode, Bytes::from(message.clone())));
     for p in &pings_at[fragments.len()] {
-        client_frame(&mut stream, true, 9, p, mask());
+        frame_into(&mut stream, true, 9, p, mask());
         expected.push((10, Bytes::copy_from_slice(p)));
     }
 

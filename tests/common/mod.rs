@@ -73,8 +73,14 @@ pub fn upgrade_request(path: &str) -> String {
 
 /// Encodes a masked client frame.
 pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    frame_into(&mut out, fin, opcode, payload, [0x37, 0xfa, 0x21, 0x3d]);
+    out
+}
+
+/// Appends a client frame masked with `mask` to `out`.
+pub fn frame_into(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push((if fin { 0x80 } else { 0 }) | opcode);
     let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
@@ -87,7 +93,6 @@ pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }
 
 impl Raw {
