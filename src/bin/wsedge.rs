@@ -173,6 +173,33 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // SIGINT/SIGTERM: graceful shutdown; a second signal exits at once.
+    // Installed before the address is printed: whoever waits for that line
+    // (a supervisor, a test) may signal at once.
+    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
+    let handle = server.shutdown_handle();
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(mut signals) => {
+            let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+                for sig in signals.forever() {
+                    if handle.shutdown(drain) {
+                        log::info!("signal {sig}: shutting down, draining for up to {drain:?}");
+                    } else {
+                        log::warn!("second signal {sig}: exiting now");
+                        std::process::exit(1);
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                log::warn!("cannot start the signal thread: {e}");
+            }
+        }
+        Err(e) => log::warn!("cannot install signal handlers: {e}"),
+    }
+
     let addr = server.local_addr();
     println!("wsedge listening on {addr} with {} workers", server.workers());
     if !config.routes.echo.is_empty() {
@@ -197,31 +224,6 @@ fn main() -> ExitCode {
         "  try:      python3 -c \"import websockets.sync.client as c; w=c.connect('ws://{addr}{}'); w.send('hi'); print(w.recv())\"",
         config.routes.echo
     );
-
-    // SIGINT/SIGTERM: graceful shutdown; a second signal exits at once.
-    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
-    let handle = server.shutdown_handle();
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
-        Ok(mut signals) => {
-            let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
-                for sig in signals.forever() {
-                    if handle.shutdown(drain) {
-                        log::info!("signal {sig}: shutting down, draining for up to {drain:?}");
-                    } else {
-                        log::warn!("second signal {sig}: exiting now");
-                        std::process::exit(1);
-                    }
-                }
-            });
-            if let Err(e) = spawned {
-                log::warn!("cannot start the signal thread: {e}");
-            }
-        }
-        Err(e) => log::warn!("cannot install signal handlers: {e}"),
-    }
 
     let mut server = server;
     let summary = Duration::from_millis(config.log.summary_interval_ms);
