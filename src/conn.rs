@@ -429,8 +429,9 @@ impl Conn {
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self) {
         match self.phase {
-            Phase::Handshake | Phase::Open => self.set_closed(CloseReason::ClientVanished),
-            Phase::Closing => self.set_closed(CloseReason::ClientVanished),
+            Phase::Handshake | Phase::Open | Phase::Closing => {
+                self.set_closed(CloseReason::ClientVanished)
+            }
             Phase::Linger | Phase::Closed => self.phase = Phase::Closed,
         }
     }
@@ -629,11 +630,7 @@ impl Conn {
         }
         match s.auth.authenticate(&req, &req.path, env.now_unix) {
             Ok(identity) => self.identity = Some(identity),
-            Err(e) => {
-                let reject = Reject::new(401, e.reason)
-                    .with_header("WWW-Authenticate", e.www_authenticate());
-                return self.refuse_auth(&reject, env);
-            }
+            Err(e) => return self.refuse_auth(&unauthorized(&e), env),
         }
         handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
         env.stats.upgraded += 1;
@@ -663,11 +660,7 @@ impl Conn {
             Ok(_) => {
                 return self.refuse_auth(&Reject::new(403, "this credential may not publish"), env)
             }
-            Err(e) => {
-                let reject = Reject::new(401, e.reason)
-                    .with_header("WWW-Authenticate", e.www_authenticate());
-                return self.refuse_auth(&reject, env);
-            }
+            Err(e) => return self.refuse_auth(&unauthorized(&e), env),
         }
         let max_body = env.settings.max_data_bytes + 1024;
         let Some(len) = req.header("content-length") else {
@@ -980,6 +973,11 @@ impl Conn {
     pub fn route(&self) -> Option<Route> {
         self.route
     }
+}
+
+/// The 401 refusal for a failed authentication.
+fn unauthorized(e: &crate::auth::AuthError) -> Reject {
+    Reject::new(401, e.reason).with_header("WWW-Authenticate", e.www_authenticate())
 }
 
 /// Origin check against the allow-list (cross-site WebSocket hijacking).

@@ -248,11 +248,18 @@ impl Core {
             self.cork.spill_into(0, &mut slot.conn.outbox);
             self.cork.clear();
         }
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(key);
-        }
+        self.mark_dirty(key);
         queued
+    }
+
+    /// Flush `key` at the end of this poll iteration (once).
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key);
+            }
+        }
     }
 
     fn queue_error(&mut self, key: usize, e: &ProtoError) {
@@ -1039,11 +1046,8 @@ impl Worker {
                 if pending.remaining == 0 {
                     return self.answer_metrics(pending);
                 }
-                self.next_query += 1;
-                let query = self.next_query;
-                for w in (0..self.peers.len()).filter(|&w| w != self.index) {
-                    self.outgoing[w].push(BusMsg::StatsQuery { query, origin_worker: self.index });
-                }
+                let origin_worker = self.index;
+                let query = self.ask_others(|query| BusMsg::StatsQuery { query, origin_worker });
                 self.metrics_queries.insert(query, pending);
                 return;
             }
@@ -1054,10 +1058,7 @@ impl Worker {
     fn respond(&mut self, key: usize, response: Vec<u8>) {
         let Some(slot) = self.core.conns.get_mut(key) else { return };
         slot.conn.respond(Bytes::from(response));
-        if !slot.dirty {
-            slot.dirty = true;
-            self.core.dirty.push(key);
-        }
+        self.core.mark_dirty(key);
     }
 
     fn answer_metrics(&mut self, p: PendingMetrics) {
@@ -1276,32 +1277,47 @@ impl Worker {
     }
 
     fn presence(&mut self, origin: u64, room: &str, rid: Option<&serde_json::value::RawValue>) {
-        let max = self.core.settings.presence_max_members;
-        let local = self.rooms.members(room);
-        let members: Vec<u64> =
-            local.iter().take(max).filter_map(|&k| self.core.conns.get(k).map(|s| s.id)).collect();
-        let mut pending = PendingPresence {
+        let (count, members) = self.local_presence(room);
+        let pending = PendingPresence {
             origin,
             id: rid.map(|r| r.get().to_string()),
             room: Arc::from(room),
             remaining: self.peers.len() - 1,
-            count: local.len(),
+            count,
             members,
         };
         if pending.remaining == 0 {
             return self.answer_presence(pending);
         }
+        let (room, origin_worker) = (pending.room.clone(), self.index);
+        let query = self.ask_others(|query| BusMsg::PresenceQuery {
+            room: room.clone(),
+            query,
+            origin_worker,
+        });
+        self.presence.insert(query, pending);
+    }
+
+    /// This worker's member count of `room` and up to the presence cap of
+    /// their ids.
+    fn local_presence(&self, room: &str) -> (usize, Vec<u64>) {
+        let max = self.core.settings.presence_max_members;
+        let local = self.rooms.members(room);
+        let ids = local.iter().take(max).filter_map(|&k| self.core.conns.get(k).map(|s| s.id));
+        (local.len(), ids.collect())
+    }
+
+    /// Sends the message `make(query)` to every other worker under a fresh
+    /// query id, and returns the id (the replies carry it).
+    fn ask_others(&mut self, make: impl Fn(u64) -> BusMsg) -> u64 {
         self.next_query += 1;
         let query = self.next_query;
-        for w in (0..self.peers.len()).filter(|&w| w != self.index) {
-            self.outgoing[w].push(BusMsg::PresenceQuery {
-                room: pending.room.clone(),
-                query,
-                origin_worker: self.index,
-            });
+        for (w, out) in self.outgoing.iter_mut().enumerate() {
+            if w != self.index {
+                out.push(make(query));
+            }
         }
-        pending.members.reserve(0);
-        self.presence.insert(query, pending);
+        query
     }
 
     fn answer_presence(&mut self, p: PendingPresence) {
@@ -1349,14 +1365,7 @@ impl Worker {
                 }
             }
             BusMsg::PresenceQuery { room, query, origin_worker } => {
-                let max = self.core.settings.presence_max_members;
-                let local = self.rooms.members(&room);
-                let members = local
-                    .iter()
-                    .take(max)
-                    .filter_map(|&k| self.core.conns.get(k).map(|s| s.id))
-                    .collect();
-                let count = local.len();
+                let (count, members) = self.local_presence(&room);
                 if origin_worker < self.outgoing.len() {
                     self.outgoing[origin_worker].push(BusMsg::PresenceReply {
                         query,

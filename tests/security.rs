@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use common::*;
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -159,16 +158,11 @@ fn channel_permissions_from_token_claims_allow_and_deny_each_action() {
 
 fn http_publish(addr: SocketAddr, auth: &str) -> u16 {
     let body = r#"{"room":"news:today","data":1}"#;
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /api/publish HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out[9..12].parse().unwrap()
+    let len = body.len();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {len}\r\n\r\n{body}"
+    );
+    http(addr, &request).0
 }
 
 #[test]

@@ -296,3 +296,14 @@ pub fn one_per_worker(addr: SocketAddr, workers: u64) -> Vec<Ps> {
     }
     panic!("connections did not spread over {workers} workers");
 }
+
+/// Sends one raw HTTP request and reads the response to EOF: (status, body).
+pub fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+}
