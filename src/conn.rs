@@ -8,10 +8,21 @@
 //! input is discarded until EOF) -> `Closed` (the worker drops the socket).
 //!
 //! Memory: an idle open connection holds no tungstenite state and no buffers.
-//! The connection only ever hands tungstenite *whole* frames (it scans frame
-//! headers itself and keeps a partial frame in its own `inbuf`), so after a
-//! burst tungstenite's buffers are empty and the context can be returned to
-//! the worker's pool, unless a fragmented message is half received.
+//! The connection only ever hands tungstenite *whole* frames, one at a time
+//! (it scans frame headers itself and keeps a partial frame in its own
+//! `inbuf`), so after a burst tungstenite's buffers are empty and the context
+//! can be returned to the worker's pool, unless a fragmented message is half
+//! received.
+//!
+//! Speed: the one frame shape that dominates real traffic (a whole, final,
+//! unfragmented, masked text or binary frame while open and not inside a
+//! fragmented message) takes a fast path that unmasks the payload straight
+//! into its destination, checks UTF-8, and applies the same rate limits,
+//! counters and queue policy. Everything else (control frames, fragments,
+//! the close handshake, and every error, including invalid UTF-8, which the
+//! fast path hands back) is decoded by tungstenite. The profile that led to
+//! this is in BENCHMARKS.md: without it, tungstenite's per-frame decoding was
+//! the largest user-space cost of a pipelined echo.
 //!
 //! This module must not touch sockets, `mio` or the clock.
 
@@ -586,7 +597,7 @@ impl Conn {
         };
         let mut io = MemStream::new(&[], env.cork);
         let _ = f(&mut ctx, &mut io);
-        if self.phase == Phase::Open && ctx.can_write() && !self.in_fragment {
+        if self.phase == Phase::Open && ctx.can_write() && !self.in_fragment && !self.passthrough {
             env.pool.give(ctx);
         } else {
             self.ctx = Some(ctx);
@@ -731,20 +742,19 @@ impl Conn {
         let (whole, need) = if self.passthrough {
             (work.len(), 0)
         } else {
-            match scan_frames(work, &mut self.in_fragment, env.settings.max_frame_bytes) {
-                Scan::Whole { whole, largest, need } => {
-                    // A context that decoded a large frame grew its buffers:
-                    // drop it afterwards rather than pool it.
-                    self.large_frame |= largest > CTX_READ_BUFFER as u64;
-                    (whole, need)
-                }
+            match scan_frames(work, env.settings.max_frame_bytes) {
+                Scan::Whole { whole, need } => (whole, need),
                 Scan::Suspect => {
                     self.passthrough = true;
                     (work.len(), 0)
                 }
             }
         };
-        let consumed = if whole > 0 { self.feed(&work[..whole], env) } else { 0 };
+        let consumed = match whole {
+            0 => 0,
+            _ if self.passthrough => self.feed_ctx(&work[..whole], env),
+            _ => self.feed_frames(&work[..whole], env),
+        };
         if !matches!(self.phase, Phase::Open | Phase::Closing) {
             return;
         }
@@ -771,9 +781,109 @@ impl Conn {
         self.inbuf = rest;
     }
 
-    /// Hands whole frames to tungstenite and acts on every message.
-    /// Returns the bytes tungstenite took.
-    fn feed(&mut self, input: &[u8], env: &mut Env) -> usize {
+    /// Handles `input`, which is whole frames (checked by [`scan_frames`]),
+    /// one frame at a time: a whole unfragmented data frame takes the fast
+    /// path ([`Conn::fast_data`]); every other frame (control frames,
+    /// fragments, anything the fast path declines) goes to tungstenite alone,
+    /// so its buffers never hold bytes past the frame it was given. Returns
+    /// the bytes handled.
+    fn feed_frames(&mut self, input: &[u8], env: &mut Env) -> usize {
+        let max_message = env.settings.ws_config.max_message_size.unwrap_or(usize::MAX);
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            let Some(head) = FrameHead::parse(rest) else {
+                break; // cannot happen: the scanner vouched for whole frames
+            };
+            let total = head.total().min(rest.len());
+            let fast = self.phase == Phase::Open
+                && !self.in_fragment
+                && head.fin
+                && head.masked
+                && !head.reserved_bits
+                && matches!(head.opcode, 1 | 2)
+                && head.len <= max_message as u64;
+            if fast && self.fast_data(&head, &rest[head.header_len..total], env) {
+                pos += total;
+            } else {
+                if head.opcode == 0 && head.fin {
+                    self.in_fragment = false;
+                } else if matches!(head.opcode, 1 | 2) {
+                    self.in_fragment = !head.fin;
+                }
+                // A context that decodes a large frame grows its buffers:
+                // drop it afterwards rather than pool it.
+                self.large_frame |= head.len > CTX_READ_BUFFER as u64;
+                let took = self.feed_ctx(&rest[..total], env);
+                pos += took;
+                if took < total {
+                    return pos;
+                }
+            }
+            if !matches!(self.phase, Phase::Open | Phase::Closing) {
+                return pos;
+            }
+        }
+        pos
+    }
+
+    /// The fast path for one whole, final, unfragmented, masked text or
+    /// binary frame while the connection is open: unmasks the payload
+    /// straight into its destination (the echo frame in the cork, or the
+    /// message handed to the application) without a tungstenite context.
+    /// Equivalent to tungstenite decoding the frame: same checks, same
+    /// counters, same limits. Returns false, having changed nothing, when
+    /// the frame must go to tungstenite instead (text that is not valid
+    /// UTF-8, so that tungstenite reports the error).
+    fn fast_data(&mut self, head: &FrameHead, masked: &[u8], env: &mut Env) -> bool {
+        let text = head.opcode == 1;
+        let op = if text { OpData::Text } else { OpData::Binary };
+        let len = masked.len();
+        if self.route == Some(Route::Echo) {
+            // Speculatively write the echo frame: header, then the payload
+            // unmasked in place of the copy.
+            let header = FrameHeader { opcode: OpCode::Data(op), ..FrameHeader::default() };
+            let frame_len = header.len(len as u64) + len;
+            let queued_before = self.outbox.len() + env.cork.len();
+            let buf = env.cork.buf_mut();
+            let start = buf.len();
+            header.format(len as u64, buf).expect("bug: formatting into a Vec cannot fail");
+            let at = buf.len();
+            let ascii = unmask_into(buf, masked, head.mask);
+            if text && !valid_text(&buf[at..], ascii) {
+                buf.truncate(start);
+                return false;
+            }
+            self.count_in(len, env);
+            if !self.take_tokens(len, env) {
+                env.cork.buf_mut().truncate(start);
+                self.rate_violation(true, env);
+                return true;
+            }
+            if !queue_fits(queued_before, frame_len, env.settings) {
+                env.cork.buf_mut().truncate(start);
+                self.admit(frame_len, env); // applies the slow-consumer policy
+                return true;
+            }
+            env.stats.msgs_out += 1;
+            env.stats.bytes_out += len as u64;
+            return true;
+        }
+        let mut payload = Vec::with_capacity(len);
+        let ascii = unmask_into(&mut payload, masked, head.mask);
+        if text && !valid_text(&payload, ascii) {
+            return false;
+        }
+        self.count_in(len, env);
+        if self.within_rate(len, true, env) {
+            self.deliver(op, Bytes::from(payload), env);
+        }
+        true
+    }
+
+    /// Hands frames (or, in passthrough, raw bytes) to tungstenite and acts
+    /// on every message. Returns the bytes tungstenite took.
+    fn feed_ctx(&mut self, input: &[u8], env: &mut Env) -> usize {
         let mut ctx = match self.ctx.take() {
             Some(ctx) => ctx,
             None => env.pool.take(&env.settings.ws_config),
@@ -870,19 +980,31 @@ impl Conn {
     /// `rate_limited`), and with action `close` the connection is closed
     /// with 1008 after `max_violations` drops.
     fn within_rate(&mut self, len: usize, data: bool, env: &mut Env) -> bool {
+        if self.take_tokens(len, env) {
+            return true;
+        }
+        self.rate_violation(data, env);
+        false
+    }
+
+    /// Takes one message and `len` bytes from the buckets; false when over.
+    fn take_tokens(&mut self, len: usize, env: &Env) -> bool {
         let s = env.settings;
         let now = env.now_ms;
         let len = u32::try_from(len).unwrap_or(u32::MAX);
-        let ok = self.msg_bucket.try_take(1, now, s.msg_rate.0, s.msg_rate.1)
-            && self.byte_bucket.try_take(len, now, s.byte_rate.0, s.byte_rate.1);
-        if ok {
-            return true;
-        }
+        self.msg_bucket.try_take(1, now, s.msg_rate.0, s.msg_rate.1)
+            && self.byte_bucket.try_take(len, now, s.byte_rate.0, s.byte_rate.1)
+    }
+
+    /// A message over the rate limit was dropped: count it, tell a pub/sub
+    /// client, and close once there were too many.
+    fn rate_violation(&mut self, data: bool, env: &mut Env) {
+        let s = env.settings;
         self.violations += 1;
         env.stats.rate_limited += 1;
         if s.max_violations.is_some_and(|max| self.violations >= max) {
             self.fail(CloseCode::Policy, "rate limited", CloseReason::RateLimited, env);
-            return false;
+            return;
         }
         if data && self.route == Some(Route::PubSub) {
             let e = ProtoError::new(None, ErrorCode::RateLimited, "over the rate limit; dropped");
@@ -891,7 +1013,6 @@ impl Conn {
                 env.cork.push_shared(frame);
             }
         }
-        false
     }
 
     fn count_in(&mut self, len: usize, env: &mut Env) {
@@ -948,10 +1069,7 @@ impl Conn {
         if self.phase != Phase::Open {
             return false;
         }
-        let queued = self.outbox.len() + env.cork.len();
-        // One message larger than the whole queue may still go through an
-        // empty queue; otherwise the queue limit holds.
-        if queued == 0 || queued + frame_len <= env.settings.max_queue_bytes {
+        if queue_fits(self.outbox.len() + env.cork.len(), frame_len, env.settings) {
             return true;
         }
         match env.settings.policy {
@@ -1003,17 +1121,22 @@ fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
     }
 }
 
+/// Whether a frame of `frame_len` bytes fits a write queue holding `queued`.
+/// One message larger than the whole queue may still go through an empty
+/// queue; otherwise the queue limit holds.
+fn queue_fits(queued: usize, frame_len: usize, s: &Settings) -> bool {
+    queued == 0 || queued + frame_len <= s.max_queue_bytes
+}
+
 /// Result of scanning buffered input for whole frames.
 #[derive(Debug, PartialEq, Eq)]
 enum Scan {
-    /// The first `whole` bytes are whole frames; `largest` is the largest
-    /// payload among them; `need` is the full size of the incomplete frame
-    /// that follows, when its header is already there (else 0).
+    /// The first `whole` bytes are whole frames; `need` is the full size of
+    /// the incomplete frame that follows, when its header is already there
+    /// (else 0).
     Whole {
         /// Bytes of whole frames.
         whole: usize,
-        /// Largest payload among them.
-        largest: u64,
         /// Size of the next, incomplete frame, if known.
         need: usize,
     },
@@ -1021,67 +1144,118 @@ enum Scan {
     Suspect,
 }
 
-/// Finds how many leading bytes of `buf` form whole client frames, tracking
-/// whether a fragmented message is in progress. Validation proper is
-/// tungstenite's job; this only spots headers it will reject so they reach it
-/// without waiting for a payload that may never come.
-fn scan_frames(buf: &[u8], in_fragment: &mut bool, max_frame: usize) -> Scan {
-    let mut pos = 0;
-    let mut largest = 0;
-    let mut need = 0;
-    let mut fragment = *in_fragment;
-    loop {
-        let rest = &buf[pos..];
-        if rest.len() < 2 {
-            break;
-        }
-        let (b0, b1) = (rest[0], rest[1]);
-        let fin = b0 & 0x80 != 0;
-        let opcode = b0 & 0x0f;
+/// A client frame header, as far as the scanner and the fast path need it.
+#[derive(Debug, Clone, Copy)]
+struct FrameHead {
+    fin: bool,
+    /// RSV1-3 set.
+    reserved_bits: bool,
+    opcode: u8,
+    masked: bool,
+    mask: [u8; 4],
+    /// Bytes of header (including the mask).
+    header_len: usize,
+    /// Payload length.
+    len: u64,
+}
+
+impl FrameHead {
+    /// Decodes the header at the start of `buf`; None until all of it is there.
+    fn parse(buf: &[u8]) -> Option<FrameHead> {
+        let (&b0, &b1) = (buf.first()?, buf.get(1)?);
         let masked = b1 & 0x80 != 0;
-        let len7 = (b1 & 0x7f) as u64;
+        let (len_bytes, len) = match b1 & 0x7f {
+            126 => (2, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as u64),
+            127 => (8, u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)),
+            n => (0, n as u64),
+        };
+        let mask_at = 2 + len_bytes;
+        let mask: [u8; 4] =
+            if masked { buf.get(mask_at..mask_at + 4)?.try_into().ok()? } else { [0; 4] };
+        Some(FrameHead {
+            fin: b0 & 0x80 != 0,
+            reserved_bits: b0 & 0x70 != 0,
+            opcode: b0 & 0x0f,
+            masked,
+            mask,
+            header_len: mask_at + if masked { 4 } else { 0 },
+            len,
+        })
+    }
+
+    /// Header plus payload, saturating (a huge length is refused before use).
+    fn total(&self) -> usize {
+        usize::try_from(self.len).unwrap_or(usize::MAX).saturating_add(self.header_len)
+    }
+}
+
+/// Appends `masked` to `out`, unmasked with `mask` (RFC 6455 section 5.3),
+/// eight bytes at a time. Returns true when the payload is all ASCII (and
+/// so valid UTF-8 without a further check).
+fn unmask_into(out: &mut Vec<u8>, masked: &[u8], mask: [u8; 4]) -> bool {
+    let start = out.len();
+    out.extend_from_slice(masked);
+    let payload = &mut out[start..];
+    let word = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut high = 0u64;
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let v = u64::from_ne_bytes(b) ^ word;
+        high |= v;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    // Chunks start at multiples of 8, so the tail starts at mask byte 0.
+    let mut tail = 0u8;
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+        tail |= *byte;
+    }
+    high & 0x8080_8080_8080_8080 == 0 && tail & 0x80 == 0
+}
+
+/// True when `text` is valid UTF-8; `ascii` says it is known to be ASCII.
+fn valid_text(text: &[u8], ascii: bool) -> bool {
+    ascii || std::str::from_utf8(text).is_ok()
+}
+
+/// Finds how many leading bytes of `buf` form whole client frames.
+/// Validation proper is tungstenite's job; this only spots headers it will
+/// reject so they reach it without waiting for a payload that may never come.
+fn scan_frames(buf: &[u8], max_frame: usize) -> Scan {
+    let mut pos = 0;
+    let mut need = 0;
+    while buf.len() - pos >= 2 {
+        let (b0, b1) = (buf[pos], buf[pos + 1]);
+        let (fin, opcode, masked) = (b0 & 0x80 != 0, b0 & 0x0f, b1 & 0x80 != 0);
         let is_control = opcode >= 8;
         let reserved_op = matches!(opcode, 3..=7 | 11..=15);
+        // Judged from the first two bytes, before the rest of the header:
         // "The server MUST close the connection upon receiving a frame that is
         // not masked." (RFC 6455); control frames: "MUST have a payload length
         // of 125 bytes or less and MUST NOT be fragmented." (RFC 6455)
         if b0 & 0x70 != 0 || reserved_op || !masked || (is_control && !fin) {
-            *in_fragment = fragment;
             return Scan::Suspect;
         }
-        let (len_bytes, len) = match len7 {
-            126 if rest.len() >= 4 => (2, u16::from_be_bytes([rest[2], rest[3]]) as u64),
-            127 if rest.len() >= 10 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&rest[2..10]);
-                (8, u64::from_be_bytes(b))
-            }
-            126 | 127 => break,
-            n => (0, n),
+        let Some(head) = FrameHead::parse(&buf[pos..]) else {
+            break;
         };
-        // Control frames: judged by their real length (a short length in the
-        // 16-bit form is accepted by tungstenite, so it is a whole frame here).
-        if len > max_frame as u64 || (is_control && len > 125) {
-            *in_fragment = fragment;
+        // Control frames are judged by their real length (a short length in
+        // the 16-bit form is accepted by tungstenite, so it is whole here).
+        if head.len > max_frame as u64 || (is_control && head.len > 125) {
             return Scan::Suspect;
         }
-        let total = 2 + len_bytes + 4 + len as usize;
-        if rest.len() < total {
+        let total = head.total();
+        if buf.len() - pos < total {
             need = total;
             break;
         }
-        if opcode == 0 {
-            if fin {
-                fragment = false;
-            }
-        } else if !is_control {
-            fragment = !fin;
-        }
-        largest = largest.max(len);
         pos += total;
     }
-    *in_fragment = fragment;
-    Scan::Whole { whole: pos, largest, need }
+    Scan::Whole { whole: pos, need }
 }
 
 #[cfg(test)]

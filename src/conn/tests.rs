@@ -343,3 +343,132 @@ fn backpressure_pauses_reading_above_high_water_and_resumes_below_half() {
     assert!(conn.handle_written(n, 1, &h.settings), "resumes: caller must read again");
     assert!(conn.wants_read());
 }
+
+/// Frames split one byte at a time or delivered in one read give the same
+/// output, whichever path (the fast path for whole data frames, or
+/// tungstenite for control frames and fragments) handles each frame, and a
+/// fragmented message keeps its state across fast frames' neighbours.
+#[test]
+fn mixed_fast_and_tungstenite_frames_echo_in_order_under_any_split() {
+    let long = vec![b'x'; 300]; // 16-bit length form
+    let mut stream = masked(true, 1, b"first");
+    stream.extend(masked(true, 2, &[0, 159, 255, 7]));
+    stream.extend(masked(true, 9, b"p1"));
+    stream.extend(masked(false, 1, b"frag "));
+    stream.extend(masked(true, 9, b"p2"));
+    stream.extend(masked(false, 0, "é ".as_bytes()));
+    stream.extend(masked(true, 0, b"end"));
+    stream.extend(masked(true, 1, "h\u{e9}llo \u{1f600}".as_bytes()));
+    stream.extend(masked(true, 1, &long));
+    stream.extend(masked(true, 1, b""));
+    let expect = [
+        server_frame(1, b"first"),
+        server_frame(2, &[0, 159, 255, 7]),
+        server_frame(10, b"p1"),
+        server_frame(10, b"p2"),
+        server_frame(1, "frag é end".as_bytes()),
+        server_frame(1, "h\u{e9}llo \u{1f600}".as_bytes()),
+        server_frame(1, &long),
+        server_frame(1, b""),
+    ]
+    .concat();
+    let mut h = Harness::new(|_| {});
+    for step in [1, 2, 5, 13, stream.len()] {
+        let mut conn = h.open();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(step) {
+            out.extend(h.input(&mut conn, chunk));
+        }
+        assert_eq!(out, expect, "step {step}");
+        assert_eq!(conn.phase(), Phase::Open);
+        assert_eq!(conn.retained_bytes(), 0, "step {step}: idle again");
+    }
+}
+
+#[test]
+fn protocol_errors_after_fast_frames_in_the_same_read_still_close_correctly() {
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("new message inside a fragmented one", masked(false, 1, b"a"), 1002),
+        ("invalid UTF-8 in a whole text frame", masked(true, 1, &[b'o', b'k', 0xc3]), 1007),
+        ("overlong UTF-8", masked(true, 1, &[0xc0, 0xaf]), 1007),
+    ];
+    for (name, bad, code) in cases {
+        let mut h = Harness::new(|_| {});
+        let mut conn = h.open();
+        let mut stream = masked(true, 1, b"fine");
+        stream.extend(&bad);
+        if name.starts_with("new message") {
+            stream.extend(masked(true, 1, b"not a continuation"));
+        }
+        stream.extend(masked(true, 1, b"never echoed"));
+        let out = h.input(&mut conn, &stream);
+        let echo = server_frame(1, b"fine");
+        assert!(out.starts_with(&echo), "{name}: {out:?}");
+        assert_eq!(close_code(&out[echo.len()..]), Some(code), "{name}: {out:?}");
+        assert!(!out.windows(12).any(|w| w == b"never echoed"), "{name}");
+        assert!(matches!(conn.phase(), Phase::Linger | Phase::Closed), "{name}");
+    }
+}
+
+#[test]
+fn a_whole_text_frame_over_the_message_limit_is_1009() {
+    let mut h = Harness::new(|c| c.websocket.max_message_bytes = 100);
+    let mut conn = h.open();
+    let out = h.input(&mut conn, &masked(true, 1, &[b'a'; 101]));
+    assert_eq!(close_code(&out), Some(1009));
+    assert_eq!(conn.close_reason(), Some(CloseReason::MessageTooBig));
+}
+
+#[test]
+fn a_burst_past_the_queue_limit_drops_whole_frames_only() {
+    let mut h = Harness::new(|c| {
+        c.write_queue.max_bytes = 4096;
+        c.write_queue.high_water_bytes = 4096;
+        c.write_queue.slow_consumer = SlowConsumerPolicy::Drop;
+    });
+    let mut conn = h.open();
+    let payload = [7u8; 200];
+    let burst: Vec<u8> = (0..30).flat_map(|_| masked(true, 2, &payload)).collect();
+    let out = h.input(&mut conn, &burst);
+    let frame = server_frame(2, &payload);
+    let fitted = 4096 / frame.len();
+    assert_eq!(out, frame.repeat(fitted), "whole echo frames up to the limit, nothing cut");
+    assert_eq!(h.stats.dropped, (30 - fitted) as u64);
+    assert_eq!(conn.phase(), Phase::Open);
+}
+
+#[test]
+fn the_message_rate_limit_drops_echoes_then_closes_with_1008() {
+    let mut h = Harness::new(|c| {
+        c.rate_limits.messages_per_sec = 5;
+        c.rate_limits.max_violations = 3;
+    });
+    let mut conn = h.open();
+    let burst: Vec<u8> = (0..7).flat_map(|i| masked(true, 1, format!("m{i}").as_bytes())).collect();
+    let out = h.input(&mut conn, &burst);
+    let echoes: Vec<u8> =
+        (0..5).flat_map(|i| server_frame(1, format!("m{i}").as_bytes())).collect();
+    assert_eq!(out, echoes, "five within the burst, two dropped");
+    assert_eq!(h.stats.rate_limited, 2);
+    let out = h.input(&mut conn, &masked(true, 1, b"third violation"));
+    assert_eq!(close_code(&out), Some(1008));
+    assert_eq!(conn.close_reason(), Some(CloseReason::RateLimited));
+}
+
+#[test]
+fn unmasking_matches_the_rfc_definition_and_spots_non_ascii() {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    for len in 0..70 {
+        for high in [None, Some(len / 2)] {
+            let mut plain: Vec<u8> = (0..len).map(|i| (i * 7 % 128) as u8).collect();
+            if let Some(at) = high.filter(|_| len > 0) {
+                plain[at] = 0xe9;
+            }
+            let wire: Vec<u8> = plain.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            let mut out = vec![0xaa]; // appends after what is there
+            let ascii = unmask_into(&mut out, &wire, mask);
+            assert_eq!(&out[1..], &plain[..], "len {len}");
+            assert_eq!(ascii, plain.is_ascii(), "len {len}");
+        }
+    }
+}
