@@ -66,6 +66,9 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
+    // saves a setsockopt per connection (workers check it once).
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -257,5 +260,23 @@ impl Drop for Server {
             self.begin_shutdown(Duration::from_millis(200));
             self.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers skip the per-connection setsockopt when accepted sockets
+    /// inherit TCP_NODELAY from the listener; small frames must never wait
+    /// for Nagle's algorithm either way.
+    #[test]
+    fn accepted_sockets_come_with_nodelay() {
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited from the listener");
     }
 }

@@ -296,6 +296,10 @@ pub struct Worker {
     ready: Vec<usize>,
     start: Instant,
     accept_paused: bool,
+    /// Accepted sockets come with TCP_NODELAY from their listener (all
+    /// listeners set it; checked on the first accept).
+    nodelay_inherited: bool,
+    nodelay_checked: bool,
     last_emfile_log: Option<Instant>,
     gens: Vec<u32>,
     draining_until: Option<u64>,
@@ -377,6 +381,8 @@ impl Worker {
             ready: Vec::new(),
             start: Instant::now(),
             accept_paused: false,
+            nodelay_inherited: false,
+            nodelay_checked: false,
             last_emfile_log: None,
             gens: Vec::new(),
             draining_until: None,
@@ -644,7 +650,15 @@ impl Worker {
             _ => None,
         };
         let admin = kind == ListenerKind::Admin;
-        let _ = sock.set_nodelay(true);
+        // Every listener has TCP_NODELAY, and accepted sockets normally
+        // inherit it (Linux does): verified on the first accept, then trusted.
+        if !self.nodelay_checked {
+            self.nodelay_checked = true;
+            self.nodelay_inherited = sock.nodelay().unwrap_or(false);
+        }
+        if !self.nodelay_inherited {
+            let _ = sock.set_nodelay(true);
+        }
         let settings = &self.core.settings;
         if settings.socket_send_buffer > 0 {
             let _ = socket2::SockRef::from(&sock).set_send_buffer_size(settings.socket_send_buffer);
@@ -924,6 +938,11 @@ impl Worker {
         if let Some(id) = slot.timer {
             self.wheel.cancel(id);
         }
+        // On Linux, closing the descriptor (dropping the slot) removes it
+        // from epoll: an explicit EPOLL_CTL_DEL would be one more syscall per
+        // connection. (An event already returned for this key in the current
+        // batch is harmless either way: handlers stop at WouldBlock.)
+        #[cfg(not(target_os = "linux"))]
         let _ = self.poll.registry().deregister(&mut slot.sock);
         for sub in std::mem::take(&mut slot.subs) {
             self.leave_room(&sub, key);

@@ -1188,21 +1188,6 @@ fn flush(c: &mut Conn, writes: &mut u64) -> io::Result<()> {
     Ok(())
 }
 
-fn check_connected(c: &Conn) -> io::Result<bool> {
-    if let Some(e) = c.sock.take_error()? {
-        return Err(e);
-    }
-    match c.sock.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e)
-            if e.kind() == ErrorKind::NotConnected || e.raw_os_error() == Some(libc::ENOTCONN) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Make sure `r[re..]` has at least `spare` bytes.
 fn ensure_spare(ctx: &mut Ctx, c: &mut Conn, spare: usize) {
     if c.r.len() - c.re >= spare {
@@ -1226,21 +1211,20 @@ fn ensure_spare(ctx: &mut Ctx, c: &mut Conn, spare: usize) {
 fn on_event(ctx: &mut Ctx, c: &mut Conn, idx: usize, ev: &mio::event::Event) -> Act {
     let now = ctx.now();
     if c.st == St::Connecting {
-        match check_connected(c) {
-            Ok(true) => connected(ctx, c, idx, now),
-            Ok(false) => {
-                if ev.is_error() || ev.is_read_closed() || ev.is_write_closed() {
-                    let e = io::Error::new(ErrorKind::ConnectionRefused, "connection failed");
-                    ctx.connect_error(&e);
-                    return Act::Drop;
-                }
-                return Act::Keep;
-            }
-            Err(e) => {
-                ctx.connect_error(&e);
-                return Act::Drop;
-            }
+        // epoll reports a connecting socket writable once connected, and
+        // with an error or hang-up once failed: no syscall needed to tell.
+        if ev.is_error() || ev.is_read_closed() || ev.is_write_closed() {
+            let e = match c.sock.take_error() {
+                Ok(Some(e)) | Err(e) => e,
+                Ok(None) => io::Error::new(ErrorKind::ConnectionRefused, "connection failed"),
+            };
+            ctx.connect_error(&e);
+            return Act::Drop;
         }
+        if !ev.is_writable() {
+            return Act::Keep;
+        }
+        connected(ctx, c, idx, now);
     }
     if ev.is_writable() && c.wp < c.w.len() {
         ctx.mark_dirty(c, idx);
@@ -1781,8 +1765,8 @@ fn bind_no_port(s: &Socket) {
 fn bind_no_port(_s: &Socket) {}
 
 fn connect_socket(dst: SocketAddrV4, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_nonblocking(true)?;
+    // Non-blocking from creation (SOCK_NONBLOCK): no fcntl calls.
+    let s = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     s.set_nodelay(true)?;
     if let Some(ip) = src {
         // Defer the port choice to connect(), so ports are unique per 4-tuple.
