@@ -15,8 +15,8 @@
 //! received.
 //!
 //! Speed: the one frame shape that dominates real traffic (a whole, final,
-//! unfragmented, masked text or binary frame while open and not inside a
-//! fragmented message) takes a fast path that unmasks the payload straight
+//! unfragmented, masked text or binary frame under 1 KiB, while open and not
+//! inside a fragmented message) takes a fast path that unmasks the payload straight
 //! into its destination, checks UTF-8, and applies the same rate limits,
 //! counters and queue policy. Everything else (control frames, fragments,
 //! the close handshake, and every error, including invalid UTF-8, which the
@@ -35,7 +35,7 @@ use tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig, WebSocke
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::handshake::{self, Limits, Reject, Request};
 use crate::metrics::{CloseReason, Stats};
-use crate::outbox::{Cork, Outbox};
+use crate::outbox::{Cork, Outbox, SHARE_THRESHOLD};
 use crate::pubsub::protocol::{self as proto, ErrorCode, HttpPublish, ProtoError};
 use crate::ratelimit::TokenBucket;
 use crate::stream::MemStream;
@@ -46,6 +46,13 @@ pub const NEVER: u64 = u64::MAX;
 /// tungstenite's per-context read chunk. Contexts exist only while a
 /// connection is busy, so this costs nothing per idle connection.
 const CTX_READ_BUFFER: usize = 4096;
+
+/// Data frames below this size take the fast path ([`Conn::fast_data`]).
+/// Larger ones go to tungstenite, which decodes them into a buffer it
+/// reuses and hands them over by reference: measured faster from a few KiB
+/// up (16 KiB echo: 2.54 vs 2.22 GB/s), while small frames gain most from
+/// skipping it. Below this size payloads are copied into the cork anyway.
+const FAST_PATH_MAX: usize = SHARE_THRESHOLD;
 
 /// Contexts kept per worker for reuse.
 const CTX_POOL_MAX: usize = 64;
@@ -802,6 +809,7 @@ impl Conn {
                 && head.masked
                 && !head.reserved_bits
                 && matches!(head.opcode, 1 | 2)
+                && head.len < FAST_PATH_MAX as u64
                 && head.len <= max_message as u64;
             if fast && self.fast_data(&head, &rest[head.header_len..total], env) {
                 pos += total;
@@ -828,7 +836,7 @@ impl Conn {
     }
 
     /// The fast path for one whole, final, unfragmented, masked text or
-    /// binary frame while the connection is open: unmasks the payload
+    /// binary frame under [`FAST_PATH_MAX`] while the connection is open: unmasks the payload
     /// straight into its destination (the echo frame in the cork, or the
     /// message handed to the application) without a tungstenite context.
     /// Equivalent to tungstenite decoding the frame: same checks, same
@@ -840,8 +848,8 @@ impl Conn {
         let op = if text { OpData::Text } else { OpData::Binary };
         let len = masked.len();
         if self.route == Some(Route::Echo) {
-            // Speculatively write the echo frame: header, then the payload
-            // unmasked in place of the copy.
+            // Speculatively write the echo frame into the cork: header, then
+            // the payload unmasked in place of the copy.
             let header = FrameHeader { opcode: OpCode::Data(op), ..FrameHeader::default() };
             let frame_len = header.len(len as u64) + len;
             let queued_before = self.outbox.len() + env.cork.len();
