@@ -16,9 +16,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use wsedge::config::Config;
-use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
+use wsedge::conn::{Conn, Host, Phase, Settings};
 use wsedge::handshake::{self, Limits};
-use wsedge::metrics::Stats;
 use wsedge::outbox::Cork;
 use wsedge::pubsub::protocol;
 use wsedge::timer::TimerWheel;
@@ -54,51 +53,18 @@ fn handshake(c: &mut Criterion) {
     g.finish();
 }
 
-/// The worker-side state a `Conn` needs, as in `src/conn/tests.rs`.
-struct Rig {
-    settings: Settings,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    events: Vec<AppEvent>,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        Rig {
-            settings: Settings::from_config(&Config::default(), 100),
-            cork: Cork::with_capacity(64 * 1024),
-            pool: CtxPool::default(),
-            stats: Stats::default(),
-            events: Vec::new(),
-        }
-    }
-
-    fn env(&mut self) -> Env<'_> {
-        Env {
-            now: 1,
-            now_ms: 100,
-            now_unix: 1_800_000_000,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
-            events: &mut self.events,
-        }
-    }
-
-    fn open(&mut self, path: &str) -> Conn {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        let mut conn = Conn::new(0, &self.settings);
-        conn.handle_input(request.as_bytes(), &mut self.env());
-        assert_eq!(conn.phase(), Phase::Open, "upgrade on {path}");
-        self.cork.clear();
-        self.events.clear();
-        conn
-    }
+/// An open connection's worker side, as in `src/conn/tests.rs`.
+fn open(host: &mut Host, path: &str) -> Conn {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut conn = Conn::new(0, &host.settings);
+    conn.handle_input(request.as_bytes(), &mut host.env());
+    assert_eq!(conn.phase(), Phase::Open, "upgrade on {path}");
+    host.cork.clear();
+    host.events.clear();
+    conn
 }
 
 /// One masked client frame, FIN set.
@@ -117,8 +83,10 @@ fn conn_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("conn/decode_32B_masked");
     g.throughput(Throughput::Elements(1));
     for (name, path) in [("echo", "/echo"), ("pubsub", "/ws")] {
-        let mut rig = Rig::new();
-        let mut conn = rig.open(path);
+        let mut rig = Host::new(Settings::from_config(&Config::default(), 100));
+        rig.cork = Cork::with_capacity(64 * 1024);
+        rig.set_tick(1, 100, 1_800_000_000);
+        let mut conn = open(&mut rig, path);
         g.bench_function(name, |b| {
             b.iter(|| {
                 conn.handle_input(black_box(&frame), &mut rig.env());

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 use wsedge::config::Config;
-use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
-use wsedge::metrics::Stats;
+use wsedge::conn::{Conn, Env, Host, Phase, Settings};
 use wsedge::outbox::Cork;
 use wsedge::pubsub::protocol;
 use wsedge::timer::{TimerId, TimerWheel};
@@ -76,27 +75,10 @@ fn request(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-struct Rig {
-    settings: Settings,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    events: Vec<AppEvent>,
-}
-
-macro_rules! env {
-    ($rig:expr, $now:expr) => {
-        Env {
-            now: $now,
-            now_ms: $now * 100,
-            now_unix: 1_800_000_000 + $now / 10,
-            cork: &mut $rig.cork,
-            pool: &mut $rig.pool,
-            stats: &mut $rig.stats,
-            settings: &$rig.settings,
-            events: &mut $rig.events,
-        }
-    };
+/// The environment at tick `now` (100 ms ticks), as the worker builds it.
+fn env_at(host: &mut Host, now: u64) -> Env<'_> {
+    host.set_tick(now, 100, 1_800_000_000);
+    host.env()
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -116,13 +98,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 1_000_000 } else { 10_000 });
-    let mut rig = Rig {
-        settings: Settings::from_config(&Config::default(), 100),
-        cork: Cork::with_capacity(64 * 1024),
-        pool: CtxPool::default(),
-        stats: Stats::default(),
-        events: Vec::new(),
-    };
+    let mut rig = Host::new(Settings::from_config(&Config::default(), 100));
+    rig.cork = Cork::with_capacity(64 * 1024);
     // Requests are built before the baseline so they are not counted; they
     // are freed afterwards (not counted against the connections either way).
     let requests: Vec<Vec<u8>> = (0..1024).map(request).collect();
@@ -135,7 +112,7 @@ fn main() {
         let now = i as u64 % SPREAD;
         let mut conn = Conn::new(now, &rig.settings);
         // Distinct keys would cost a base64 encode each; 1024 rotate.
-        conn.handle_input(&requests[i % requests.len()], &mut env!(rig, now));
+        conn.handle_input(&requests[i % requests.len()], &mut env_at(&mut rig, now));
         assert_eq!(conn.phase(), Phase::Open, "connection {i} did not upgrade");
         rig.cork.clear();
         rig.events.clear();
@@ -201,7 +178,7 @@ fn main() {
         wheel.advance(now, |_, key| due.push(key));
         for &key in &due {
             let slot = &mut conns[key];
-            slot.conn.handle_timer(&mut env!(rig, now));
+            slot.conn.handle_timer(&mut env_at(&mut rig, now));
             if !rig.cork.is_empty() {
                 pings += 1;
                 rig.cork.clear();
@@ -231,7 +208,7 @@ fn main() {
         let t = Instant::now();
         let mut queued = 0usize;
         for (key, slot) in conns.iter_mut() {
-            if slot.conn.enqueue(frame.clone(), &mut env!(rig, now)) {
+            if slot.conn.enqueue(frame.clone(), &mut env_at(&mut rig, now)) {
                 queued += 1;
             }
             if !slot.dirty {

@@ -275,6 +275,77 @@ impl CtxPool {
     }
 }
 
+/// Everything a worker lends its connections, owned in one place: the clock,
+/// the output cork, the context pool, the counters, the settings and the
+/// application events. The worker holds one; so does every sans-IO driver
+/// (tests, fuzzers, benches), which then build an [`Env`] the same way the
+/// worker does.
+pub struct Host {
+    /// The current tick.
+    pub now: u64,
+    /// Milliseconds since start (for round-trip times).
+    pub now_ms: u64,
+    /// Wall-clock seconds since the Unix epoch (token expiry).
+    pub now_unix: u64,
+    /// Output for the connection whose turn it is.
+    pub cork: Cork,
+    /// Contexts to lend.
+    pub pool: CtxPool,
+    /// Counters.
+    pub stats: Stats,
+    /// Settings.
+    pub settings: Settings,
+    /// Events for the application layer.
+    pub events: Vec<AppEvent>,
+}
+
+impl Host {
+    /// A host at tick 0 with an empty cork, pool, counters and events.
+    pub fn new(settings: Settings) -> Host {
+        Host {
+            now: 0,
+            now_ms: 0,
+            now_unix: 0,
+            cork: Cork::default(),
+            pool: CtxPool::default(),
+            stats: Stats::default(),
+            settings,
+            events: Vec::new(),
+        }
+    }
+
+    /// Sets the clock for a simulation where a tick is `tick_ms` and the
+    /// wall clock started at `unix0`.
+    pub fn set_tick(&mut self, now: u64, tick_ms: u64, unix0: u64) {
+        self.now = now;
+        self.now_ms = now * tick_ms;
+        self.now_unix = unix0 + now * tick_ms / 1000;
+    }
+
+    /// The environment for one connection's turn.
+    pub fn env(&mut self) -> Env<'_> {
+        Env {
+            now: self.now,
+            now_ms: self.now_ms,
+            now_unix: self.now_unix,
+            cork: &mut self.cork,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            events: &mut self.events,
+        }
+    }
+
+    /// Everything in the cork, as if the kernel took it all; the cork is
+    /// emptied.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.cork.len());
+        self.cork.write_to(&mut out).expect("writing into a Vec cannot fail");
+        self.cork.clear();
+        out
+    }
+}
+
 /// What a connection needs from its worker while it handles input or a timer.
 pub struct Env<'a> {
     /// The current tick.

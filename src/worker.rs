@@ -31,7 +31,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
 
-use crate::conn::{AppEvent, Conn, CtxPool, Env, HttpRoute, Route, Settings, NEVER};
+use crate::conn::{AppEvent, Conn, Host, HttpRoute, Route, Settings, NEVER};
 use crate::handshake::http_response;
 use crate::metrics::{render_prometheus, CloseReason, ProcessInfo, Stats};
 use crate::outbox::Cork;
@@ -75,21 +75,6 @@ pub fn split_conn_id(id: u64) -> (usize, usize, u32) {
 
 /// An [`Env`] over a [`Core`]'s fields (a macro, so the borrow of
 /// `core.conns` for the connection itself stays separate).
-macro_rules! env {
-    ($core:expr) => {
-        Env {
-            now: $core.now,
-            now_ms: $core.now_ms,
-            now_unix: $core.now_unix,
-            cork: &mut $core.cork,
-            pool: &mut $core.pool,
-            stats: &mut $core.stats,
-            settings: &$core.settings,
-            events: &mut $core.events,
-        }
-    };
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -223,14 +208,9 @@ enum ListenerKind {
 /// Connections and what operating on them needs, apart from the loop.
 struct Core {
     conns: Slab<Slot>,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    settings: Settings,
-    events: Vec<AppEvent>,
-    now: u64,
-    now_ms: u64,
-    now_unix: u64,
+    /// The clock, cork, context pool, counters, settings and events the
+    /// connections borrow (as an `Env`) during their turns.
+    host: Host,
     /// Connections with queued output to flush at the end of the iteration.
     dirty: Vec<usize>,
 }
@@ -241,12 +221,12 @@ impl Core {
         let Some(slot) = self.conns.get_mut(key) else {
             return false;
         };
-        let mut env = env!(self);
+        let mut env = self.host.env();
         let queued = slot.conn.enqueue(frame, &mut env);
-        if !self.cork.is_empty() {
+        if !self.host.cork.is_empty() {
             // A slow-consumer close frame: it goes behind the queue.
-            self.cork.spill_into(0, &mut slot.conn.outbox);
-            self.cork.clear();
+            self.host.cork.spill_into(0, &mut slot.conn.outbox);
+            self.host.cork.clear();
         }
         self.mark_dirty(key);
         queued
@@ -263,7 +243,7 @@ impl Core {
     }
 
     fn queue_error(&mut self, key: usize, e: &ProtoError) {
-        self.stats.requests_refused += 1;
+        self.host.stats.requests_refused += 1;
         self.queue(key, proto::error(e));
     }
 
@@ -366,14 +346,12 @@ impl Worker {
             control,
             core: Core {
                 conns: Slab::new(),
-                cork: Cork::with_capacity(READ_CHUNK),
-                pool: CtxPool::default(),
-                stats: Stats::default(),
-                settings,
-                events: Vec::new(),
-                now: 0,
-                now_ms: 0,
-                now_unix: unix_now(),
+                host: {
+                    let mut host = Host::new(settings);
+                    host.cork = Cork::with_capacity(READ_CHUNK);
+                    host.now_unix = unix_now();
+                    host
+                },
                 dirty: Vec::new(),
             },
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
@@ -423,11 +401,11 @@ impl Worker {
                     return Err(e);
                 }
             }
-            self.core.now_ms = self.start.elapsed().as_millis() as u64;
-            self.core.now = self.core.now_ms / TICK_MS;
-            self.core.now_unix = unix_now();
+            self.core.host.now_ms = self.start.elapsed().as_millis() as u64;
+            self.core.host.now = self.core.host.now_ms / TICK_MS;
+            self.core.host.now_unix = unix_now();
             if self.handle_control() {
-                return Ok(self.core.stats);
+                return Ok(self.core.host.stats);
             }
             for event in events.iter() {
                 match event.token() {
@@ -449,8 +427,8 @@ impl Worker {
                 self.ready = ready;
                 self.ready.clear();
             }
-            if self.core.now > self.wheel.current_tick() {
-                self.wheel.advance(self.core.now, |_, key| fired.push(key));
+            if self.core.host.now > self.wheel.current_tick() {
+                self.wheel.advance(self.core.host.now, |_, key| fired.push(key));
                 for key in fired.drain(..) {
                     self.on_timer(key);
                 }
@@ -465,13 +443,13 @@ impl Worker {
             self.send_outgoing();
             self.flush_dirty();
             if let Some(until) = self.draining_until {
-                if self.core.conns.is_empty() || self.core.now >= until {
+                if self.core.conns.is_empty() || self.core.host.now >= until {
                     info!(
                         "worker {}: drained, {} connections dropped",
                         self.index,
                         self.core.conns.len()
                     );
-                    return Ok(self.core.stats);
+                    return Ok(self.core.host.stats);
                 }
             }
         }
@@ -498,7 +476,7 @@ impl Worker {
 
     /// Counters plus the gauges computed now.
     fn snapshot(&self) -> Stats {
-        let mut s = self.core.stats.clone();
+        let mut s = self.core.host.stats.clone();
         s.rooms = self.rooms.len() as u64;
         s.subscriptions = self.rooms.subscriptions() as u64;
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.outbox.len() as u64).sum();
@@ -568,12 +546,12 @@ impl Worker {
         }
         info!("worker {}: closing {} connections", self.index, self.core.conns.len());
         let drain_ticks = (drain.as_millis() as u64).div_ceil(TICK_MS);
-        self.draining_until = Some(self.core.now + drain_ticks);
+        self.draining_until = Some(self.core.host.now + drain_ticks);
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let core = &mut self.core;
             let slot = &mut core.conns[key];
-            let mut env = env!(core);
+            let mut env = core.host.env();
             slot.conn.start_close(
                 CloseCode::Away,
                 "server shutting down",
@@ -611,7 +589,7 @@ impl Worker {
                     // Out of descriptors: keep serving, retry on the next
                     // tick or when a connection closes (the listener is
                     // edge-triggered, so it will not spin).
-                    self.core.stats.accept_emfile += 1;
+                    self.core.host.stats.accept_emfile += 1;
                     self.accept_paused = true;
                     let now = Instant::now();
                     if self.last_emfile_log.is_none_or(|t| now - t >= EMFILE_LOG_INTERVAL) {
@@ -659,7 +637,7 @@ impl Worker {
         if !self.nodelay_inherited {
             let _ = sock.set_nodelay(true);
         }
-        let settings = &self.core.settings;
+        let settings = &self.core.host.settings;
         if settings.socket_send_buffer > 0 {
             let _ = socket2::SockRef::from(&sock).set_send_buffer_size(settings.socket_send_buffer);
         }
@@ -685,8 +663,8 @@ impl Worker {
         }
         self.gens[key] = self.gens[key].wrapping_add(1);
         let id = conn_id(self.index, key, self.gens[key]);
-        let conn = Conn::accepted(self.core.now, &self.core.settings, admin);
-        let deadline = conn.deadline(&self.core.settings);
+        let conn = Conn::accepted(self.core.host.now, &self.core.host.settings, admin);
+        let deadline = conn.deadline(&self.core.host.settings);
         let timer = self.wheel.insert(deadline, key);
         entry.insert(Slot {
             sock,
@@ -702,9 +680,9 @@ impl Worker {
             tls_sniffed: false,
             ip_counted: false,
         });
-        self.core.stats.accepted += 1;
-        self.core.stats.open += 1;
-        if let Some(limiter) = self.core.settings.ip_limiter.clone() {
+        self.core.host.stats.accepted += 1;
+        self.core.host.stats.open += 1;
+        if let Some(limiter) = self.core.host.settings.ip_limiter.clone() {
             let unix_ms = unix_now_ms();
             match limiter.admit_detailed(peer.ip(), unix_ms) {
                 Ok(()) => self.core.conns[key].ip_counted = true,
@@ -715,7 +693,7 @@ impl Worker {
                     )
                     .with_header("Retry-After", refusal.retry_after_s().to_string());
                     let core = &mut self.core;
-                    core.conns[key].conn.refuse_auth(&reject, &mut env!(core));
+                    core.conns[key].conn.refuse_auth(&reject, &mut core.host.env());
                     self.finish(key);
                     return;
                 }
@@ -749,12 +727,12 @@ impl Worker {
     fn end_turn(&mut self, key: usize) {
         let id = self.core.conns.get(key).map(|s| s.id);
         self.finish(key);
-        if !self.core.events.is_empty() {
-            let mut events = std::mem::take(&mut self.core.events);
+        if !self.core.host.events.is_empty() {
+            let mut events = std::mem::take(&mut self.core.host.events);
             for event in events.drain(..) {
                 self.app_event(key, id, event);
             }
-            self.core.events = events;
+            self.core.host.events = events;
         }
     }
 
@@ -769,7 +747,7 @@ impl Worker {
                 if !slot.conn.outbox.is_empty() {
                     slot.writable = false;
                 }
-                if slot.conn.handle_written(n, self.core.now, &self.core.settings) {
+                if slot.conn.handle_written(n, self.core.host.now, &self.core.host.settings) {
                     self.ready.push(key);
                 }
             }
@@ -795,7 +773,7 @@ impl Worker {
                     return;
                 }
                 Ok(n) => {
-                    let mut env = env!(core);
+                    let mut env = core.host.env();
                     slot.conn.handle_input(&self.scratch[..n], &mut env);
                     if n < self.scratch.len() {
                         // A short read drained the socket; the next edge
@@ -828,7 +806,7 @@ impl Worker {
                     if looks_like_plain_http(&first) {
                         // Answer in plain text, then close.
                         slot.tls = None;
-                        return slot.conn.refuse_plain_on_tls(&mut env!(core));
+                        return slot.conn.refuse_plain_on_tls(&mut core.host.env());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -842,7 +820,7 @@ impl Worker {
             match io.read_plain(&mut self.scratch) {
                 Ok(TlsRead::Data(n)) => {
                     plain += n;
-                    slot.conn.handle_input(&self.scratch[..n], &mut env!(core));
+                    slot.conn.handle_input(&self.scratch[..n], &mut core.host.env());
                 }
                 Ok(TlsRead::WouldBlock) => return,
                 Ok(TlsRead::Eof) => return slot.conn.handle_eof(),
@@ -864,7 +842,7 @@ impl Worker {
         };
         slot.timer = None;
         slot.timer_at = NEVER;
-        let mut env = env!(core);
+        let mut env = core.host.env();
         slot.conn.handle_timer(&mut env);
         self.finish(key);
     }
@@ -874,12 +852,12 @@ impl Worker {
     fn finish(&mut self, key: usize) {
         let core = &mut self.core;
         let Some(slot) = core.conns.get_mut(key) else {
-            core.cork.clear();
+            core.host.cork.clear();
             return;
         };
-        if !core.cork.is_empty() {
+        if !core.host.cork.is_empty() {
             let written = if slot.conn.outbox.is_empty() && slot.writable {
-                match core.cork.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
+                match core.host.cork.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
                     Ok(n) => n,
                     Err(_) => {
                         slot.conn.handle_io_error();
@@ -889,12 +867,12 @@ impl Worker {
             } else {
                 0
             };
-            if written < core.cork.len() && !slot.conn.is_closed() {
-                core.cork.spill_into(written, &mut slot.conn.outbox);
+            if written < core.host.cork.len() && !slot.conn.is_closed() {
+                core.host.cork.spill_into(written, &mut slot.conn.outbox);
                 slot.writable = false;
             }
-            core.cork.clear();
-            if slot.conn.handle_written(written, core.now, &core.settings) {
+            core.host.cork.clear();
+            if slot.conn.handle_written(written, core.host.now, &core.host.settings) {
                 self.ready.push(key);
             }
         } else if !slot.conn.outbox.is_empty() && slot.writable {
@@ -902,7 +880,7 @@ impl Worker {
         }
         let core = &mut self.core;
         let slot = &mut core.conns[key];
-        slot.conn.update_backpressure(&core.settings);
+        slot.conn.update_backpressure(&core.host.settings);
         if slot.tls.is_some() && slot.writable {
             match slot.flush_tls() {
                 Ok(done) => slot.writable = done,
@@ -923,7 +901,7 @@ impl Worker {
             self.remove(key);
             return;
         }
-        let want = slot.conn.deadline(&core.settings).max(core.now + 1);
+        let want = slot.conn.deadline(&core.host.settings).max(core.host.now + 1);
         if want < slot.timer_at {
             match slot.timer {
                 Some(id) if self.wheel.reschedule(id, want) => {}
@@ -948,7 +926,7 @@ impl Worker {
             self.leave_room(&sub, key);
         }
         if slot.ip_counted {
-            if let Some(limiter) = &self.core.settings.ip_limiter {
+            if let Some(limiter) = &self.core.host.settings.ip_limiter {
                 limiter.release(slot.peer.ip());
             }
         }
@@ -957,8 +935,8 @@ impl Worker {
             let line = format!("conn {:x} from {}: {}", slot.id, slot.peer, reason.as_str());
             self.log_refusal(&line);
         }
-        self.core.stats.count_close(reason);
-        self.core.stats.open -= 1;
+        self.core.host.stats.count_close(reason);
+        self.core.host.stats.open -= 1;
         debug!(
             "worker {} conn {:x}: closed ({}) peer {} phase {:?}",
             self.index,
@@ -979,7 +957,7 @@ impl Worker {
     /// Logs a refusal at info, at most [`REFUSAL_LOGS_PER_SEC`] lines a
     /// second, so a flood of bad clients cannot flood the log.
     fn log_refusal(&mut self, line: &str) {
-        let second = self.core.now_ms / 1000;
+        let second = self.core.host.now_ms / 1000;
         let (at, count, suppressed) = &mut self.refusal_log;
         if *at != second {
             if *suppressed > 0 {
@@ -1006,7 +984,7 @@ impl Worker {
             }
         });
         if !ok {
-            self.core.stats.forbidden += 1;
+            self.core.host.stats.forbidden += 1;
             let subject = slot
                 .conn
                 .identity()
@@ -1089,7 +1067,7 @@ impl Worker {
     }
 
     fn request(&mut self, key: usize, id: u64, op: OpData, payload: Bytes) {
-        let max_data = self.core.settings.max_data_bytes;
+        let max_data = self.core.host.settings.max_data_bytes;
         let parsed = match op {
             OpData::Text => match std::str::from_utf8(&payload) {
                 Ok(text) => proto::parse_text(text, max_data),
@@ -1157,8 +1135,8 @@ impl Worker {
         room: &str,
         rid: Option<&serde_json::value::RawValue>,
     ) -> Result<(), Option<ProtoError>> {
-        let max_rooms = self.core.settings.max_rooms;
-        let max_members = self.core.settings.max_room_members;
+        let max_rooms = self.core.host.settings.max_rooms;
+        let max_members = self.core.host.settings.max_room_members;
         let slot = &mut self.core.conns[key];
         if slot.subs.len() >= max_rooms && !slot.subs.iter().any(|m| &*m.room == room) {
             let msg = format!("already in the maximum of {max_rooms} rooms");
@@ -1260,7 +1238,7 @@ impl Worker {
 
     fn deliver_local(&mut self, room: &str, frame: &Bytes) {
         let members = self.rooms.members(room);
-        self.core.stats.deliveries += members.len() as u64;
+        self.core.host.stats.deliveries += members.len() as u64;
         for &key in members {
             self.core.queue(key, frame.clone());
         }
@@ -1320,7 +1298,7 @@ impl Worker {
     /// This worker's member count of `room` and up to the presence cap of
     /// their ids.
     fn local_presence(&self, room: &str) -> (usize, Vec<u64>) {
-        let max = self.core.settings.presence_max_members;
+        let max = self.core.host.settings.presence_max_members;
         let local = self.rooms.members(room);
         let ids = local.iter().take(max).filter_map(|&k| self.core.conns.get(k).map(|s| s.id));
         (local.len(), ids.collect())
@@ -1343,7 +1321,7 @@ impl Worker {
         let Some(key) = self.core.key_of(p.origin) else {
             return;
         };
-        let max = self.core.settings.presence_max_members;
+        let max = self.core.host.settings.presence_max_members;
         let truncated = p.count > p.members.len().min(max);
         let members = &p.members[..p.members.len().min(max)];
         let frame = proto::presence(p.id.as_deref(), &p.room, p.count, members, truncated);

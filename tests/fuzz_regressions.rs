@@ -13,9 +13,7 @@ use bytes::Bytes;
 use common::frame;
 use std::io::{self, Write};
 use wsedge::config::{Config, SlowConsumerPolicy};
-use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
-use wsedge::metrics::Stats;
-use wsedge::outbox::Cork;
+use wsedge::conn::{Conn, Host, Phase, Settings};
 
 const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -43,12 +41,7 @@ impl Write for Kernel {
 
 /// One connection driven the way `worker.rs` drives it.
 struct Sim {
-    settings: Settings,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    events: Vec<AppEvent>,
-    now: u64,
+    host: Host,
     conn: Conn,
     kernel: Kernel,
 }
@@ -57,18 +50,9 @@ impl Sim {
     fn new(tweak: impl FnOnce(&mut Config)) -> Sim {
         let mut config = Config::default();
         tweak(&mut config);
-        let settings = Settings::from_config(&config, 100);
-        let conn = Conn::new(0, &settings);
-        let mut sim = Sim {
-            settings,
-            cork: Cork::default(),
-            pool: CtxPool::default(),
-            stats: Stats::default(),
-            events: Vec::new(),
-            now: 0,
-            conn,
-            kernel: Kernel { wire: Vec::new(), budget: usize::MAX },
-        };
+        let host = Host::new(Settings::from_config(&config, 100));
+        let conn = Conn::new(0, &host.settings);
+        let mut sim = Sim { host, conn, kernel: Kernel { wire: Vec::new(), budget: usize::MAX } };
         sim.input(REQUEST, usize::MAX);
         assert_eq!(sim.conn.phase(), Phase::Open);
         let head = sim.kernel.wire.windows(4).position(|w| w == b"\r\n\r\n");
@@ -78,43 +62,33 @@ impl Sim {
 
     /// One read of `bytes`, then `finish` with a kernel that takes `budget`.
     fn input(&mut self, bytes: &[u8], budget: usize) {
-        let mut env = Env {
-            now: self.now,
-            now_ms: self.now * 100,
-            now_unix: 1_700_000_000,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
-            events: &mut self.events,
-        };
-        self.conn.handle_input(bytes, &mut env);
+        self.conn.handle_input(bytes, &mut self.host.env());
         self.finish(budget);
     }
 
     /// `worker::finish`: write the cork if the outbox is empty, spill the rest.
     fn finish(&mut self, budget: usize) {
         self.kernel.budget = budget;
-        if !self.cork.is_empty() {
+        if !self.host.cork.is_empty() {
             let written = if self.conn.outbox.is_empty() {
-                self.cork.write_to(&mut self.kernel).unwrap()
+                self.host.cork.write_to(&mut self.kernel).unwrap()
             } else {
                 0
             };
-            if written < self.cork.len() && !self.conn.is_closed() {
-                self.cork.spill_into(written, &mut self.conn.outbox);
+            if written < self.host.cork.len() && !self.conn.is_closed() {
+                self.host.cork.spill_into(written, &mut self.conn.outbox);
             }
-            self.cork.clear();
-            self.conn.handle_written(written, self.now, &self.settings);
+            self.host.cork.clear();
+            self.conn.handle_written(written, self.host.now, &self.host.settings);
         }
-        self.conn.update_backpressure(&self.settings);
+        self.conn.update_backpressure(&self.host.settings);
     }
 
     /// The socket became writable with room for `budget` bytes.
     fn drain(&mut self, budget: usize) {
         self.kernel.budget = budget;
         let n = self.conn.outbox.write_to(&mut self.kernel).unwrap();
-        self.conn.handle_written(n, self.now, &self.settings);
+        self.conn.handle_written(n, self.host.now, &self.host.settings);
     }
 }
 

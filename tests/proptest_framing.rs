@@ -11,9 +11,7 @@ mod common;
 use bytes::Bytes;
 use common::frame_into;
 use proptest::prelude::*;
-use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
-use wsedge::metrics::Stats;
-use wsedge::outbox::Cork;
+use wsedge::conn::{Conn, Host, Phase, Settings};
 use wsedge::Config;
 
 const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
@@ -21,26 +19,15 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
 
 /// A connection and what its worker would hand it.
 struct Harness {
-    settings: Settings,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    events: Vec<AppEvent>,
+    host: Host,
     conn: Conn,
 }
 
 impl Harness {
     fn open() -> Harness {
-        let settings = Settings::from_config(&Config::default(), 100);
-        let conn = Conn::new(0, &settings);
-        let mut h = Harness {
-            settings,
-            cork: Cork::default(),
-            pool: CtxPool::default(),
-            stats: Stats::default(),
-            events: Vec::new(),
-            conn,
-        };
+        let host = Host::new(Settings::from_config(&Config::default(), 100));
+        let conn = Conn::new(0, &host.settings);
+        let mut h = Harness { host, conn };
         let out = h.input(REQUEST);
         assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
         assert_eq!(h.conn.phase(), Phase::Open);
@@ -49,21 +36,8 @@ impl Harness {
 
     /// One read; returns everything the connection sent in response.
     fn input(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let mut env = Env {
-            now: 1,
-            now_ms: 100,
-            now_unix: 1_700_000_000,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
-            events: &mut self.events,
-        };
-        self.conn.handle_input(bytes, &mut env);
-        let mut out = Vec::new();
-        self.cork.write_to(&mut out).unwrap();
-        self.cork.clear();
-        out
+        self.conn.handle_input(bytes, &mut self.host.env());
+        self.host.take_output()
     }
 }
 
@@ -201,8 +175,8 @@ fn run(c: Case) -> Result<(), TestCaseError> {
         );
     }
     prop_assert_eq!(h.conn.phase(), Phase::Open);
-    prop_assert_eq!(h.stats.msgs_in, 1);
-    prop_assert_eq!(h.stats.msgs_out, 1);
+    prop_assert_eq!(h.host.stats.msgs_in, 1);
+    prop_assert_eq!(h.host.stats.msgs_out, 1);
     prop_assert_eq!(h.conn.retained_bytes(), 0, "idle after the message");
     Ok(())
 }

@@ -93,12 +93,12 @@ impl Run {
 
     /// The timer fires at `now`.
     fn timer(&mut self, now: u64, budget: usize) {
-        let due = self.sim.conn.deadline(&self.sim.settings);
+        let due = self.sim.conn.deadline(&self.sim.host.settings);
         Counting::reset_peak();
         self.sim.timer(now, budget);
         self.check(0);
         if now >= due && self.sim.alive() {
-            let next = self.sim.conn.deadline(&self.sim.settings);
+            let next = self.sim.conn.deadline(&self.sim.host.settings);
             assert!(next > now, "deadline {next} not past {now} after firing");
         }
     }
@@ -155,11 +155,11 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         if timer_odds > 0 && rng.below(timer_odds) == 0 && run.sim.alive() {
-            let deadline = run.sim.conn.deadline(&run.sim.settings);
+            let deadline = run.sim.conn.deadline(&run.sim.host.settings);
             let now = if rng.below(2) == 0 && deadline != NEVER {
-                deadline.max(run.sim.now)
+                deadline.max(run.sim.host.now)
             } else {
-                run.sim.now + 1 + rng.below(12)
+                run.sim.host.now + 1 + rng.below(12)
             };
             let b = budget(&mut rng);
             run.timer(now, b);
@@ -171,14 +171,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_ne!(run.sim.phase(), Phase::Handshake, "the request was complete");
-    if run.sim.stats.upgraded == 0 {
+    if run.sim.host.stats.upgraded == 0 {
         // Read slowly enough, the request may miss its deadline: then the
         // connection is dropped without a word.
         assert_eq!(run.sim.conn.close_reason(), Some(CloseReason::HandshakeTimeout));
         assert!(run.wire.frames == 0 && !run.wire.upgraded() && run.wire.partial() == 0);
         return;
     }
-    assert_eq!(run.sim.stats.upgraded, 1);
+    assert_eq!(run.sim.host.stats.upgraded, 1);
 
     // The end: the client reads everything from now on; it may hang up; time
     // passes until the connection is gone (ping, dead client, close timeout).
@@ -198,11 +198,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(run.sim.conn.outbox.is_empty());
             assert_eq!(run.wire.partial(), 0, "a frame cut short on the wire");
         }
-        let deadline = run.sim.conn.deadline(&run.sim.settings);
+        let deadline = run.sim.conn.deadline(&run.sim.host.settings);
         if deadline == NEVER {
             break;
         }
-        run.timer(deadline.max(run.sim.now), usize::MAX);
+        run.timer(deadline.max(run.sim.host.now), usize::MAX);
     }
     assert!(!run.sim.alive(), "still open after every deadline passed");
 });

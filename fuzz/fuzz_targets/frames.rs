@@ -263,7 +263,7 @@ fuzz_target!(|input: Input| {
     let mut sim = Sim::new(&small_config(SlowConsumerPolicy::Close, false));
     // The queue limit is per turn here (the kernel takes everything), and a
     // turn may echo everything the input holds.
-    sim.settings.max_queue_bytes = usize::MAX;
+    sim.host.settings.max_queue_bytes = usize::MAX;
     let mut wire = Wire::new(expected_101());
     let mut got = Vec::new();
     let mut pos = 0;
@@ -300,8 +300,8 @@ fuzz_target!(|input: Input| {
         Some(_) => assert_eq!(sim.phase(), Phase::Closed),
         None => {
             assert_eq!(sim.phase(), Phase::Open);
-            assert_eq!(sim.stats.msgs_in, model.messages);
-            assert_eq!(sim.stats.msgs_out, model.messages);
+            assert_eq!(sim.host.stats.msgs_in, model.messages);
+            assert_eq!(sim.host.stats.msgs_out, model.messages);
             if model.msg.is_none() {
                 assert_eq!(sim.conn.retained_bytes(), 0, "idle but holding memory");
             }

@@ -17,10 +17,8 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wsedge::config::{Config, SlowConsumerPolicy};
-use wsedge::conn::{AppEvent, Conn, CtxPool, Env, Phase, Settings};
+use wsedge::conn::{Conn, Env, Host, Phase, Settings};
 use wsedge::handshake::{accept_key, upgrade_response, Upgrade};
-use wsedge::metrics::Stats;
-use wsedge::outbox::Cork;
 
 /// Milliseconds per tick, as in the worker.
 pub const TICK_MS: u64 = 100;
@@ -89,12 +87,8 @@ impl Write for Kernel {
 
 /// One connection in an emulated worker.
 pub struct Sim {
-    pub settings: Settings,
-    pub cork: Cork,
-    pub pool: CtxPool,
-    pub stats: Stats,
-    pub events: Vec<AppEvent>,
-    pub now: u64,
+    /// What the worker lends the connection (clock, cork, pool, counters).
+    pub host: Host,
     pub conn: Conn,
     pub kernel: Kernel,
     /// The worker half-closed the socket (`shutdown(Write)`).
@@ -106,15 +100,10 @@ pub struct Sim {
 impl Sim {
     /// A freshly accepted connection at tick 0.
     pub fn new(config: &Config) -> Sim {
-        let settings = Settings::from_config(config, TICK_MS);
-        let conn = Conn::new(0, &settings);
+        let host = Host::new(Settings::from_config(config, TICK_MS));
+        let conn = Conn::new(0, &host.settings);
         Sim {
-            settings,
-            cork: Cork::default(),
-            pool: CtxPool::default(),
-            stats: Stats::default(),
-            events: Vec::new(),
-            now: 0,
+            host,
             conn,
             kernel: Kernel { wire: Vec::new(), budget: 0 },
             shut: false,
@@ -129,17 +118,9 @@ impl Sim {
 
     /// Runs `f` on the connection with the worker's environment.
     fn with_env(&mut self, f: impl FnOnce(&mut Conn, &mut Env)) {
-        let mut env = Env {
-            now: self.now,
-            now_ms: self.now * TICK_MS,
-            now_unix: 1_700_000_000,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
-            events: &mut self.events,
-        };
-        f(&mut self.conn, &mut env);
+        let now = self.host.now;
+        self.host.set_tick(now, TICK_MS, 1_700_000_000);
+        f(&mut self.conn, &mut self.host.env());
     }
 
     /// One read returned `bytes`; the kernel then takes up to `budget`.
@@ -157,8 +138,8 @@ impl Sim {
 
     /// The connection's timer fired at tick `now` (monotonic).
     pub fn timer(&mut self, now: u64, budget: usize) {
-        assert!(now >= self.now, "time goes forward");
-        self.now = now;
+        assert!(now >= self.host.now, "time goes forward");
+        self.host.now = now;
         self.with_env(|conn, env| conn.handle_timer(env));
         self.finish(budget);
     }
@@ -176,23 +157,23 @@ impl Sim {
     /// half-close.
     fn finish(&mut self, budget: usize) {
         self.kernel.budget = budget;
-        if !self.cork.is_empty() {
+        if !self.host.cork.is_empty() {
             assert!(
                 !self.shut,
                 "output after the write side was shut down ({} bytes)",
-                self.cork.len()
+                self.host.cork.len()
             );
             let written = if self.conn.outbox.is_empty() && self.writable {
-                self.cork.write_to(&mut self.kernel).expect("the kernel never fails")
+                self.host.cork.write_to(&mut self.kernel).expect("the kernel never fails")
             } else {
                 0
             };
-            if written < self.cork.len() && !self.conn.is_closed() {
-                self.cork.spill_into(written, &mut self.conn.outbox);
+            if written < self.host.cork.len() && !self.conn.is_closed() {
+                self.host.cork.spill_into(written, &mut self.conn.outbox);
                 self.writable = false;
             }
-            self.cork.clear();
-            self.conn.handle_written(written, self.now, &self.settings);
+            self.host.cork.clear();
+            self.conn.handle_written(written, self.host.now, &self.host.settings);
         } else if !self.conn.outbox.is_empty() && self.writable {
             self.flush(budget);
         }
@@ -210,11 +191,11 @@ impl Sim {
         if !self.conn.outbox.is_empty() {
             self.writable = false;
         }
-        self.conn.handle_written(n, self.now, &self.settings);
+        self.conn.handle_written(n, self.host.now, &self.host.settings);
     }
 
     fn after_turn(&mut self) {
-        self.conn.update_backpressure(&self.settings);
+        self.conn.update_backpressure(&self.host.settings);
         if self.conn.wants_shutdown() {
             self.shut = true;
             self.conn.shutdown_done();

@@ -4,40 +4,33 @@
 use super::*;
 use crate::config::Config;
 
-struct Harness {
-    settings: Settings,
-    cork: Cork,
-    pool: CtxPool,
-    stats: Stats,
-    events: Vec<AppEvent>,
-    now: u64,
+/// A [`Host`] whose clock follows `now` (100 ms ticks), as a worker's does.
+struct Harness(Host);
+
+impl std::ops::Deref for Harness {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Host {
+        &mut self.0
+    }
 }
 
 impl Harness {
     fn new(tweak: impl FnOnce(&mut Config)) -> Harness {
         let mut config = Config::default();
         tweak(&mut config);
-        Harness {
-            settings: Settings::from_config(&config, 100),
-            cork: Cork::default(),
-            pool: CtxPool::default(),
-            stats: Stats::default(),
-            events: Vec::new(),
-            now: 0,
-        }
+        Harness(Host::new(Settings::from_config(&config, 100)))
     }
 
     fn env(&mut self) -> Env<'_> {
-        Env {
-            now: self.now,
-            now_ms: self.now * 100,
-            now_unix: 1_800_000_000 + self.now / 10,
-            cork: &mut self.cork,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            settings: &self.settings,
-            events: &mut self.events,
-        }
+        let now = self.now;
+        self.0.set_tick(now, 100, 1_800_000_000);
+        self.0.env()
     }
 
     /// Feeds `bytes` and returns what the connection sent (as if fully written).
@@ -49,13 +42,6 @@ impl Harness {
     fn timer(&mut self, conn: &mut Conn) -> Vec<u8> {
         conn.handle_timer(&mut self.env());
         self.take_output()
-    }
-
-    fn take_output(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.cork.write_to(&mut out).unwrap();
-        self.cork.clear();
-        out
     }
 
     fn open(&mut self) -> Conn {
