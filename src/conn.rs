@@ -336,6 +336,38 @@ impl Host {
         }
     }
 
+    /// Ends a connection's turn the way a worker does: writes the cork to
+    /// `w` (the socket) unless output is already queued ahead of it or the
+    /// socket is not `writable`, moves what the kernel did not take into the
+    /// connection's outbox, and empties the cork. A write error closes the
+    /// connection. Does nothing when the cork is empty.
+    pub fn write_cork<W: std::io::Write + ?Sized>(
+        &mut self,
+        conn: &mut Conn,
+        w: &mut W,
+        writable: bool,
+    ) -> CorkWrite {
+        let mut done = CorkWrite { writable, resume_reading: false };
+        if self.cork.is_empty() {
+            return done;
+        }
+        let written = if conn.outbox.is_empty() && writable {
+            self.cork.write_to(w).unwrap_or_else(|_| {
+                conn.handle_io_error();
+                0
+            })
+        } else {
+            0
+        };
+        if written < self.cork.len() && !conn.is_closed() {
+            self.cork.spill_into(written, &mut conn.outbox);
+            done.writable = false;
+        }
+        self.cork.clear();
+        done.resume_reading = conn.handle_written(written, self.now, &self.settings);
+        done
+    }
+
     /// Everything in the cork, as if the kernel took it all; the cork is
     /// emptied.
     pub fn take_output(&mut self) -> Vec<u8> {
@@ -344,6 +376,16 @@ impl Host {
         self.cork.clear();
         out
     }
+}
+
+/// What [`Host::write_cork`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorkWrite {
+    /// The socket can still take more (nothing was left over).
+    pub writable: bool,
+    /// The connection's queue drained below half the high-water mark: the
+    /// worker must read from it again.
+    pub resume_reading: bool,
 }
 
 /// What a connection needs from its worker while it handles input or a timer.
@@ -440,6 +482,11 @@ impl Conn {
             byte_bucket: TokenBucket::new(settings.byte_rate.0, settings.byte_rate.1, 0),
             violations: 0,
         }
+    }
+
+    /// Accepted on the metrics listener (plain HTTP routes only).
+    pub fn is_admin_only(&self) -> bool {
+        self.admin_only
     }
 
     /// The current phase.

@@ -15,8 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::conn::Settings;
 use crate::metrics::Stats;
-use crate::worker::{Control, Listeners, Peer, Worker, TICK_MS};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::worker::{Control, Listeners, Peer, ShutdownFlags, Worker, TICK_MS};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Listen backlog per worker listener.
 const BACKLOG: i32 = 4096;
@@ -130,6 +130,7 @@ impl Server {
         }
         let mut tls_listeners = tls_listeners.into_iter();
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicUsize::new(count));
         let mut workers = Vec::with_capacity(count);
         let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
         for (index, ((main, poll), rx)) in parts {
@@ -142,7 +143,7 @@ impl Server {
                 rx,
                 settings.clone(),
                 peers.clone(),
-                shutting_down.clone(),
+                ShutdownFlags { started: shutting_down.clone(), draining: draining.clone() },
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("wsedge-worker-{index}"))

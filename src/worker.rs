@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +91,16 @@ fn unix_now_ms() -> u64 {
 
 /// At most this many refusal lines per second per worker reach the log.
 const REFUSAL_LOGS_PER_SEC: u32 = 10;
+
+/// Shutdown state all workers share; written when shutdown starts and as
+/// workers finish draining, never on the message path.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownFlags {
+    /// Set when shutdown starts (readiness answers 503 from then on).
+    pub started: Arc<AtomicBool>,
+    /// Workers that have not finished draining yet.
+    pub draining: Arc<AtomicUsize>,
+}
 
 fn token_of(key: usize) -> Token {
     Token(key)
@@ -294,6 +304,12 @@ pub struct Worker {
     tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     /// Set by the server when graceful shutdown starts (read by /readyz).
     shutting_down: Arc<AtomicBool>,
+    /// Workers that have not finished draining (the one holding the
+    /// metrics listener stays until the others are done, so health,
+    /// readiness and metrics answer for the whole drain).
+    draining: Arc<AtomicUsize>,
+    /// This worker counted itself out of `draining`.
+    drained: bool,
     /// Drain deadline asked for, once a shutdown order arrived.
     shutdown_requested: Option<Duration>,
     /// Shutdown barriers received from other workers.
@@ -318,7 +334,7 @@ impl Worker {
         control: Receiver<Control>,
         settings: Settings,
         peers: Vec<Peer>,
-        shutting_down: Arc<AtomicBool>,
+        shutdown: ShutdownFlags,
     ) -> io::Result<Worker> {
         let mut listener = TcpListener::from_std(listeners.main);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -373,7 +389,9 @@ impl Worker {
             next_query: 0,
             admin,
             tls_listener,
-            shutting_down,
+            shutting_down: shutdown.started,
+            draining: shutdown.draining,
+            drained: false,
             shutdown_requested: None,
             barriers: 0,
             refusal_log: (0, 0, 0),
@@ -443,7 +461,15 @@ impl Worker {
             self.send_outgoing();
             self.flush_dirty();
             if let Some(until) = self.draining_until {
-                if self.core.conns.is_empty() || self.core.host.now >= until {
+                if self.core.conns.is_empty() && !self.drained {
+                    self.drained = true;
+                    self.draining.fetch_sub(1, Ordering::AcqRel);
+                }
+                // The worker with the metrics listener serves /readyz (503)
+                // and /metrics until every worker is done.
+                let others_done =
+                    self.admin.is_none() || self.draining.load(Ordering::Acquire) == 0;
+                if (self.drained && others_done) || self.core.host.now >= until {
                     info!(
                         "worker {}: drained, {} connections dropped",
                         self.index,
@@ -551,6 +577,11 @@ impl Worker {
         for key in keys {
             let core = &mut self.core;
             let slot = &mut core.conns[key];
+            if slot.conn.is_admin_only() {
+                // A health or metrics request in flight is answered, not cut
+                // (its handshake deadline still bounds it).
+                continue;
+            }
             let mut env = core.host.env();
             slot.conn.start_close(
                 CloseCode::Away,
@@ -856,23 +887,10 @@ impl Worker {
             return;
         };
         if !core.host.cork.is_empty() {
-            let written = if slot.conn.outbox.is_empty() && slot.writable {
-                match core.host.cork.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        slot.conn.handle_io_error();
-                        0
-                    }
-                }
-            } else {
-                0
-            };
-            if written < core.host.cork.len() && !slot.conn.is_closed() {
-                core.host.cork.spill_into(written, &mut slot.conn.outbox);
-                slot.writable = false;
-            }
-            core.host.cork.clear();
-            if slot.conn.handle_written(written, core.host.now, &core.host.settings) {
+            let mut w = sink(&mut slot.tls, &mut slot.sock);
+            let done = core.host.write_cork(&mut slot.conn, &mut w, slot.writable);
+            slot.writable = done.writable;
+            if done.resume_reading {
                 self.ready.push(key);
             }
         } else if !slot.conn.outbox.is_empty() && slot.writable {

@@ -66,21 +66,10 @@ impl Sim {
         self.finish(budget);
     }
 
-    /// `worker::finish`: write the cork if the outbox is empty, spill the rest.
+    /// `worker::finish`: write the cork as the worker does, then backpressure.
     fn finish(&mut self, budget: usize) {
         self.kernel.budget = budget;
-        if !self.host.cork.is_empty() {
-            let written = if self.conn.outbox.is_empty() {
-                self.host.cork.write_to(&mut self.kernel).unwrap()
-            } else {
-                0
-            };
-            if written < self.host.cork.len() && !self.conn.is_closed() {
-                self.host.cork.spill_into(written, &mut self.conn.outbox);
-            }
-            self.host.cork.clear();
-            self.conn.handle_written(written, self.host.now, &self.host.settings);
-        }
+        self.host.write_cork(&mut self.conn, &mut self.kernel, true);
         self.conn.update_backpressure(&self.host.settings);
     }
 

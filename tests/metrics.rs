@@ -123,3 +123,36 @@ fn health_and_readiness_on_a_separate_metrics_address() {
     server.begin_shutdown(Duration::from_secs(5));
     assert!(eventually(|| http_get(admin, "/readyz").0 == 503));
 }
+
+/// The metrics listener belongs to one worker. During a graceful shutdown
+/// that worker must keep answering health, readiness (503) and metrics until
+/// every worker has drained, even when its own clients are gone first.
+#[test]
+fn readiness_answers_503_until_the_last_worker_has_drained() {
+    let server = start(&config(2, |c| c.metrics.listen = "127.0.0.1:0".into()));
+    let admin = server.metrics_addr().expect("metrics address");
+    let mut clients = one_per_worker(server.local_addr(), 2);
+    server.begin_shutdown(Duration::from_secs(3));
+    // The client on worker 0 (which holds the metrics listener) completes the
+    // close handshake at once; the one on worker 1 never answers, so worker 1
+    // drains until the deadline.
+    let first = &mut clients[0].ws;
+    loop {
+        match first.read() {
+            Ok(tungstenite::Message::Close(frame)) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+                let _ = first.flush();
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    // Worker 0 has nothing of its own left; probes are still answered.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        assert_eq!(http_get(admin, "/readyz"), (503, "shutting down\n".into()));
+        assert_eq!(http_get(admin, "/metrics").0, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(clients);
+}

@@ -152,9 +152,8 @@ impl Sim {
         self.after_turn();
     }
 
-    /// `worker::finish`: write the cork (only if nothing is queued ahead of
-    /// it), spill what the kernel refused into the outbox, backpressure,
-    /// half-close.
+    /// `worker::finish`: write the cork (`Host::write_cork`, as the worker
+    /// does), backpressure, half-close.
     fn finish(&mut self, budget: usize) {
         self.kernel.budget = budget;
         if !self.host.cork.is_empty() {
@@ -163,17 +162,8 @@ impl Sim {
                 "output after the write side was shut down ({} bytes)",
                 self.host.cork.len()
             );
-            let written = if self.conn.outbox.is_empty() && self.writable {
-                self.host.cork.write_to(&mut self.kernel).expect("the kernel never fails")
-            } else {
-                0
-            };
-            if written < self.host.cork.len() && !self.conn.is_closed() {
-                self.host.cork.spill_into(written, &mut self.conn.outbox);
-                self.writable = false;
-            }
-            self.host.cork.clear();
-            self.conn.handle_written(written, self.host.now, &self.host.settings);
+            let done = self.host.write_cork(&mut self.conn, &mut self.kernel, self.writable);
+            self.writable = done.writable;
         } else if !self.conn.outbox.is_empty() && self.writable {
             self.flush(budget);
         }
