@@ -293,27 +293,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A writer that accepts at most `budget` bytes, then would block.
-    struct Limited {
-        got: Vec<u8>,
-        budget: usize,
-    }
-
-    impl Write for Limited {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.budget == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = buf.len().min(self.budget);
-            self.budget -= n;
-            self.got.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::stream::KernelSink;
 
     fn sample_cork() -> (Cork, Vec<u8>) {
         let mut cork = Cork::default();
@@ -337,16 +317,16 @@ mod tests {
     fn cork_writes_in_order_whole() {
         let (cork, expect) = sample_cork();
         assert_eq!(cork.len(), expect.len());
-        let mut w = Limited { got: Vec::new(), budget: usize::MAX };
+        let mut w = KernelSink { wire: Vec::new(), budget: usize::MAX };
         assert_eq!(cork.write_to(&mut w).unwrap(), expect.len());
-        assert_eq!(w.got, expect);
+        assert_eq!(w.wire, expect);
     }
 
     #[test]
     fn partial_write_spills_exact_remainder_into_outbox() {
         let (cork, expect) = sample_cork();
         for budget in [0, 1, 4, 5, 3004, 3005, 3007, 5006, expect.len() - 1] {
-            let mut w = Limited { got: Vec::new(), budget };
+            let mut w = KernelSink { wire: Vec::new(), budget };
             let n = cork.write_to(&mut w).unwrap();
             assert_eq!(n, budget);
             let mut outbox = Outbox::default();
@@ -354,7 +334,7 @@ mod tests {
             assert_eq!(outbox.len(), expect.len() - n);
             w.budget = usize::MAX;
             outbox.write_to(&mut w).unwrap();
-            assert_eq!(w.got, expect, "budget {budget}");
+            assert_eq!(w.wire, expect, "budget {budget}");
             assert!(outbox.is_empty());
         }
     }
@@ -367,7 +347,7 @@ mod tests {
         cork.push_shared(Bytes::from(vec![1u8; 2000]));
         cork.extend(b"FRAME-B");
         for budget in [3, 5, 6, 2004, 2005] {
-            let mut w = Limited { got: Vec::new(), budget };
+            let mut w = KernelSink { wire: Vec::new(), budget };
             let n = cork.write_to(&mut w).unwrap();
             let mut outbox = Outbox::default();
             cork.spill_into(n, &mut outbox);
@@ -376,8 +356,8 @@ mod tests {
             outbox.write_to(&mut w).unwrap();
             // Frame A always completes; frame B is dropped unless started.
             let a_len = 5 + 2000;
-            assert!(w.got.len() >= a_len, "budget {budget}: frame A cut");
-            assert!(w.got.len() == a_len || w.got.len() == a_len + 7, "budget {budget}");
+            assert!(w.wire.len() >= a_len, "budget {budget}: frame A cut");
+            assert!(w.wire.len() == a_len || w.wire.len() == a_len + 7, "budget {budget}");
         }
     }
 
@@ -387,14 +367,14 @@ mod tests {
         outbox.push(Bytes::from_static(b"frame-one"));
         outbox.push(Bytes::from_static(b"frame-two"));
         outbox.push(Bytes::from_static(b"frame-three"));
-        let mut w = Limited { got: Vec::new(), budget: 4 };
+        let mut w = KernelSink { wire: Vec::new(), budget: 4 };
         assert_eq!(outbox.write_to(&mut w).unwrap(), 4);
         assert_eq!(outbox.len(), 9 + 9 + 11 - 4);
         // The head is half written: it survives a discard, the rest does not.
         assert_eq!(outbox.discard_unstarted(), 20);
         w.budget = usize::MAX;
         outbox.write_to(&mut w).unwrap();
-        assert_eq!(w.got, b"frame-one");
+        assert_eq!(w.wire, b"frame-one");
         assert!(outbox.is_empty());
     }
 }

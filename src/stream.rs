@@ -53,6 +53,33 @@ impl Write for MemStream<'_> {
     }
 }
 
+/// An emulated socket for sans-IO drivers (tests, fuzzers): its send buffer
+/// takes at most `budget` more bytes, then the write would block. `wire` is
+/// everything that reached the peer.
+#[derive(Debug, Default)]
+pub struct KernelSink {
+    /// Bytes written so far, in order.
+    pub wire: Vec<u8>,
+    /// Bytes the next writes may still take.
+    pub budget: usize,
+}
+
+impl Write for KernelSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.budget);
+        self.budget -= n;
+        self.wire.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

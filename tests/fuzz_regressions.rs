@@ -11,39 +11,18 @@ mod common;
 
 use bytes::Bytes;
 use common::frame;
-use std::io::{self, Write};
 use wsedge::config::{Config, SlowConsumerPolicy};
 use wsedge::conn::{Conn, Host, Phase, Settings};
+use wsedge::stream::KernelSink;
 
 const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-/// A socket send buffer that takes at most `budget` bytes, then would block.
-struct Kernel {
-    wire: Vec<u8>,
-    budget: usize,
-}
-
-impl Write for Kernel {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.budget == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(self.budget);
-        self.budget -= n;
-        self.wire.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// One connection driven the way `worker.rs` drives it.
 struct Sim {
     host: Host,
     conn: Conn,
-    kernel: Kernel,
+    kernel: KernelSink,
 }
 
 impl Sim {
@@ -52,7 +31,8 @@ impl Sim {
         tweak(&mut config);
         let host = Host::new(Settings::from_config(&config, 100));
         let conn = Conn::new(0, &host.settings);
-        let mut sim = Sim { host, conn, kernel: Kernel { wire: Vec::new(), budget: usize::MAX } };
+        let mut sim =
+            Sim { host, conn, kernel: KernelSink { wire: Vec::new(), budget: usize::MAX } };
         sim.input(REQUEST, usize::MAX);
         assert_eq!(sim.conn.phase(), Phase::Open);
         let head = sim.kernel.wire.windows(4).position(|w| w == b"\r\n\r\n");

@@ -3,7 +3,7 @@
 //! - [`Sim`]: one sans-IO [`Conn`] driven exactly the way `src/worker.rs`
 //!   drives it (input, timer and writable events, then `finish`: write the
 //!   cork if the queue is empty, spill the rest into the connection's outbox,
-//!   backpressure, half-close), with a [`Kernel`] that takes only as many
+//!   backpressure, half-close), with a [`KernelSink`] that takes only as many
 //!   bytes per write as the fuzzer allows.
 //! - [`Wire`]: everything the kernel took, checked incrementally as a client
 //!   would read it: the exact 101 response, then whole, valid, unmasked
@@ -13,12 +13,12 @@
 //! - [`Rng`]: a tiny deterministic generator for chunk sizes and schedules.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wsedge::config::{Config, SlowConsumerPolicy};
 use wsedge::conn::{Conn, Env, Host, Phase, Settings};
 use wsedge::handshake::{accept_key, upgrade_response, Upgrade};
+use wsedge::stream::KernelSink;
 
 /// Milliseconds per tick, as in the worker.
 pub const TICK_MS: u64 = 100;
@@ -62,35 +62,12 @@ pub fn small_config(policy: SlowConsumerPolicy, idle: bool) -> Config {
     c
 }
 
-/// A socket send buffer that takes at most `budget` bytes per turn, then
-/// would block. `wire` is what reached the client.
-pub struct Kernel {
-    pub wire: Vec<u8>,
-    pub budget: usize,
-}
-
-impl Write for Kernel {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.budget == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(self.budget);
-        self.budget -= n;
-        self.wire.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One connection in an emulated worker.
 pub struct Sim {
     /// What the worker lends the connection (clock, cork, pool, counters).
     pub host: Host,
     pub conn: Conn,
-    pub kernel: Kernel,
+    pub kernel: KernelSink,
     /// The worker half-closed the socket (`shutdown(Write)`).
     pub shut: bool,
     /// The socket is writable (the last write was not cut short).
@@ -105,7 +82,7 @@ impl Sim {
         Sim {
             host,
             conn,
-            kernel: Kernel { wire: Vec::new(), budget: 0 },
+            kernel: KernelSink { wire: Vec::new(), budget: 0 },
             shut: false,
             writable: true,
         }
