@@ -302,13 +302,12 @@ pub struct Worker {
     next_query: u64,
     admin: Option<TcpListener>,
     tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
-    /// Set by the server when graceful shutdown starts (read by /readyz).
-    shutting_down: Arc<AtomicBool>,
-    /// Workers that have not finished draining (the one holding the
-    /// metrics listener stays until the others are done, so health,
-    /// readiness and metrics answer for the whole drain).
-    draining: Arc<AtomicUsize>,
-    /// This worker counted itself out of `draining`.
+    /// Shared with the other workers: shutdown started, and how many are
+    /// still draining (the one holding the metrics listener stays until the
+    /// others are done, so health, readiness and metrics answer for the
+    /// whole drain).
+    shutdown: ShutdownFlags,
+    /// This worker counted itself out of `shutdown.draining`.
     drained: bool,
     /// Drain deadline asked for, once a shutdown order arrived.
     shutdown_requested: Option<Duration>,
@@ -389,8 +388,7 @@ impl Worker {
             next_query: 0,
             admin,
             tls_listener,
-            shutting_down: shutdown.started,
-            draining: shutdown.draining,
+            shutdown,
             drained: false,
             shutdown_requested: None,
             barriers: 0,
@@ -463,12 +461,12 @@ impl Worker {
             if let Some(until) = self.draining_until {
                 if self.core.conns.is_empty() && !self.drained {
                     self.drained = true;
-                    self.draining.fetch_sub(1, Ordering::AcqRel);
+                    self.shutdown.draining.fetch_sub(1, Ordering::AcqRel);
                 }
                 // The worker with the metrics listener serves /readyz (503)
                 // and /metrics until every worker is done.
                 let others_done =
-                    self.admin.is_none() || self.draining.load(Ordering::Acquire) == 0;
+                    self.admin.is_none() || self.shutdown.draining.load(Ordering::Acquire) == 0;
                 if (self.drained && others_done) || self.core.host.now >= until {
                     info!(
                         "worker {}: drained, {} connections dropped",
@@ -1046,7 +1044,7 @@ impl Worker {
         let text = "text/plain; charset=utf-8";
         let response = match route {
             HttpRoute::Health => http_response(200, text, b"ok\n", &[]),
-            HttpRoute::Ready if self.shutting_down.load(Ordering::Relaxed) => {
+            HttpRoute::Ready if self.shutdown.started.load(Ordering::Relaxed) => {
                 http_response(503, text, b"shutting down\n", &[])
             }
             HttpRoute::Ready => http_response(200, text, b"ready\n", &[]),
@@ -1078,7 +1076,7 @@ impl Worker {
 
     fn answer_metrics(&mut self, p: PendingMetrics) {
         let Some(key) = self.core.key_of(p.origin) else { return };
-        let process = ProcessInfo::read(self.shutting_down.load(Ordering::Relaxed));
+        let process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
         let body = render_prometheus(&p.stats, &process);
         let response = http_response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
         self.respond(key, response);
