@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod handshake;
+pub mod id;
 pub mod metrics;
 pub mod outbox;
 pub mod pubsub;

@@ -15,7 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::conn::Settings;
 use crate::metrics::Stats;
-use crate::worker::{Control, Listeners, Peer, ShutdownFlags, Worker, TICK_MS};
+use crate::pubsub::broker::RoomHasher;
+use crate::worker::{Control, Listeners, Peer, Process, ShutdownFlags, Worker, TICK_MS};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Listen backlog per worker listener.
@@ -132,6 +133,8 @@ impl Server {
         let shutting_down = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicUsize::new(count));
         let mut workers = Vec::with_capacity(count);
+        // One salt for the process: every worker must agree on room owners.
+        let hasher = RoomHasher::new();
         let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
         for (index, ((main, poll), rx)) in parts {
             let listeners =
@@ -142,8 +145,14 @@ impl Server {
                 listeners,
                 rx,
                 settings.clone(),
-                peers.clone(),
-                ShutdownFlags { started: shutting_down.clone(), draining: draining.clone() },
+                Process {
+                    peers: peers.clone(),
+                    hasher: hasher.clone(),
+                    shutdown: ShutdownFlags {
+                        started: shutting_down.clone(),
+                        draining: draining.clone(),
+                    },
+                },
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("wsedge-worker-{index}"))

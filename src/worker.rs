@@ -29,14 +29,14 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
-use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
+use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::conn::{AppEvent, Conn, Host, HttpRoute, Route, Settings, NEVER};
 use crate::handshake::http_response;
+use crate::id::{ConnId, MAX_KEY};
 use crate::metrics::{render_prometheus, CloseReason, ProcessInfo, Stats};
 use crate::outbox::Cork;
-use crate::pubsub::protocol::{self as proto, ErrorCode, ProtoError, Request};
-use crate::pubsub::room::{owner_of, Joined, LocalRooms, Membership, OwnedRooms, RoomName};
+use crate::pubsub::broker::{Broker, BrokerEvent, BrokerSettings, Deliver, RoomHasher};
 use crate::pubsub::{BusMsg, Payload};
 use crate::timer::{TimerId, TimerWheel};
 use crate::tls::{looks_like_plain_http, TlsIo, TlsRead};
@@ -55,26 +55,6 @@ const MAX_READS_PER_TURN: usize = 4;
 /// Most often an accept failure for lack of descriptors is logged.
 const EMFILE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Bits of a connection id holding the slab key (4 Mi connections per worker).
-const KEY_BITS: u32 = 22;
-/// Bits of a connection id holding the slot generation.
-const GEN_BITS: u32 = 32;
-
-/// A connection id: unique in the process, never reused while the old one
-/// might still be referred to (the slot's generation changes on reuse).
-pub fn conn_id(worker: usize, key: usize, gen: u32) -> u64 {
-    ((worker as u64) << (KEY_BITS + GEN_BITS)) | ((gen as u64) << KEY_BITS) | key as u64
-}
-
-/// Splits a connection id into (worker, key, generation).
-pub fn split_conn_id(id: u64) -> (usize, usize, u32) {
-    let key = (id & ((1 << KEY_BITS) - 1)) as usize;
-    let gen = ((id >> KEY_BITS) & ((1 << GEN_BITS) - 1)) as u32;
-    ((id >> (KEY_BITS + GEN_BITS)) as usize, key, gen)
-}
-
-/// An [`Env`] over a [`Core`]'s fields (a macro, so the borrow of
-/// `core.conns` for the connection itself stays separate).
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -88,6 +68,10 @@ fn unix_now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// A metrics or presence query that other workers have not answered within
+/// this many milliseconds is answered with what arrived (or an error).
+const QUERY_TIMEOUT_MS: u64 = 5_000;
 
 /// At most this many refusal lines per second per worker reach the log.
 const REFUSAL_LOGS_PER_SEC: u32 = 10;
@@ -117,8 +101,37 @@ pub enum Control {
     },
     /// Reply with a snapshot of the counters.
     Stats(Sender<Stats>),
-    /// Pub/sub traffic from another worker.
+    /// Pub/sub traffic from another worker's broker, for ours.
     Bus(Vec<BusMsg>),
+    /// Graceful shutdown: the sender has processed everything it received
+    /// before its shutdown order, and sent everything that caused.
+    Barrier,
+    /// Asks for a snapshot of the counters (for /metrics).
+    StatsQuery {
+        /// Query id at the origin worker.
+        query: u64,
+        /// Worker to answer.
+        origin_worker: usize,
+    },
+    /// A worker's counters, in answer to [`Control::StatsQuery`].
+    StatsReply {
+        /// Query id at the origin worker.
+        query: u64,
+        /// The answering worker.
+        worker: usize,
+        /// Its snapshot.
+        stats: Box<Stats>,
+    },
+}
+
+/// What a worker shares with the rest of the process.
+pub struct Process {
+    /// A way to reach every worker (this one at its own index).
+    pub peers: Vec<Peer>,
+    /// Room owners; the same salt in every worker.
+    pub hasher: RoomHasher,
+    /// Shutdown state.
+    pub shutdown: ShutdownFlags,
 }
 
 /// A way to reach one worker.
@@ -138,8 +151,7 @@ struct Slot {
     timer_at: u64,
     writable: bool,
     dirty: bool,
-    id: u64,
-    subs: Vec<Membership>,
+    id: ConnId,
     /// rustls state for connections accepted on the TLS listener.
     tls: Option<Box<rustls::ServerConnection>>,
     /// The first byte of a TLS connection was checked for plain HTTP.
@@ -252,25 +264,29 @@ impl Core {
         }
     }
 
-    fn queue_error(&mut self, key: usize, e: &ProtoError) {
-        self.host.stats.requests_refused += 1;
-        self.queue(key, proto::error(e));
-    }
-
     /// The live connection with id `id` on this worker, if any.
-    fn key_of(&self, id: u64) -> Option<usize> {
-        let (_, key, _) = split_conn_id(id);
+    fn key_of(&self, id: ConnId) -> Option<usize> {
+        let key = id.key();
         self.conns.get(key).filter(|s| s.id == id).map(|_| key)
     }
 }
 
-struct PendingPresence {
-    origin: u64,
-    id: Option<String>,
-    room: RoomName,
-    remaining: usize,
-    count: usize,
-    members: Vec<u64>,
+impl Deliver for Core {
+    fn deliver(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        match self.key_of(to) {
+            Some(key) => self.queue(key, frame.clone()),
+            None => false,
+        }
+    }
+
+    fn deliver_direct(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        match self.key_of(to) {
+            Some(key) if self.conns[key].conn.route() == Some(Route::PubSub) => {
+                self.queue(key, frame.clone())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One worker's state. Create with [`Worker::new`], run with [`Worker::run`].
@@ -293,11 +309,12 @@ pub struct Worker {
     last_emfile_log: Option<Instant>,
     gens: Vec<u32>,
     draining_until: Option<u64>,
-    rooms: LocalRooms,
-    owned: OwnedRooms,
+    /// Rooms, subscriptions, sequencing and fan-out (sans-IO).
+    broker: Broker,
     peers: Vec<Peer>,
-    outgoing: Vec<Vec<BusMsg>>,
-    presence: HashMap<u64, PendingPresence>,
+    /// The worker's own messages for each other worker (barriers, stats
+    /// queries); sent after the broker's batch for the same worker.
+    outgoing: Vec<Vec<Control>>,
     metrics_queries: HashMap<u64, PendingMetrics>,
     next_query: u64,
     admin: Option<TcpListener>,
@@ -318,9 +335,10 @@ pub struct Worker {
 }
 
 struct PendingMetrics {
-    origin: u64,
+    origin: ConnId,
     remaining: usize,
     stats: Vec<Stats>,
+    deadline_ms: u64,
 }
 
 impl Worker {
@@ -332,9 +350,9 @@ impl Worker {
         listeners: Listeners,
         control: Receiver<Control>,
         settings: Settings,
-        peers: Vec<Peer>,
-        shutdown: ShutdownFlags,
+        process: Process,
     ) -> io::Result<Worker> {
+        let Process { peers, hasher, shutdown } = process;
         let mut listener = TcpListener::from_std(listeners.main);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let admin = match listeners.admin {
@@ -354,6 +372,14 @@ impl Worker {
             None => None,
         };
         let workers = peers.len();
+        let broker = Broker::new(BrokerSettings {
+            max_rooms: settings.max_rooms,
+            max_room_members: settings.max_room_members,
+            presence_max_members: settings.presence_max_members,
+            max_data_bytes: settings.max_data_bytes,
+            query_timeout_ms: QUERY_TIMEOUT_MS,
+            ..BrokerSettings::new(index, workers, hasher)
+        });
         Ok(Worker {
             index,
             poll,
@@ -379,11 +405,9 @@ impl Worker {
             last_emfile_log: None,
             gens: Vec::new(),
             draining_until: None,
-            rooms: LocalRooms::default(),
-            owned: OwnedRooms::default(),
+            broker,
             peers,
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
-            presence: HashMap::new(),
             metrics_queries: HashMap::new(),
             next_query: 0,
             admin,
@@ -453,6 +477,7 @@ impl Worker {
                     self.accept_all();
                     self.accept_admin();
                 }
+                self.expire_queries();
             }
             // Other workers first: a subscription announced to an owner must
             // be in its channel before the subscriber can see its ack.
@@ -489,8 +514,22 @@ impl Worker {
                 }
                 Ok(Control::Bus(batch)) => {
                     for msg in batch {
-                        self.handle_bus(msg);
+                        self.broker.handle_bus(msg, &mut self.core);
                     }
+                }
+                Ok(Control::Barrier) => {
+                    self.barriers += 1;
+                    self.maybe_begin_drain();
+                }
+                Ok(Control::StatsQuery { query, origin_worker }) => {
+                    if origin_worker < self.outgoing.len() {
+                        let stats = Box::new(self.snapshot());
+                        let reply = Control::StatsReply { query, worker: self.index, stats };
+                        self.outgoing[origin_worker].push(reply);
+                    }
+                }
+                Ok(Control::StatsReply { query, worker, stats }) => {
+                    self.handle_stats_reply(query, worker, *stats)
                 }
                 Err(TryRecvError::Empty) => return false,
                 Err(TryRecvError::Disconnected) => return true,
@@ -501,19 +540,34 @@ impl Worker {
     /// Counters plus the gauges computed now.
     fn snapshot(&self) -> Stats {
         let mut s = self.core.host.stats.clone();
-        s.rooms = self.rooms.len() as u64;
-        s.subscriptions = self.rooms.subscriptions() as u64;
+        s.rooms = self.broker.rooms() as u64;
+        s.subscriptions = self.broker.subscriptions() as u64;
+        let b = self.broker.stats();
+        s.deliveries = b.deliveries;
+        s.requests_refused = b.requests_refused;
+        s.forbidden = b.forbidden;
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.outbox.len() as u64).sum();
         s
     }
 
+    /// Sends what the broker and the worker have for other workers: the
+    /// broker's batch first, then the worker's own messages (a shutdown
+    /// barrier must follow every bus message sent before it).
     fn send_outgoing(&mut self) {
-        for (w, batch) in self.outgoing.iter_mut().enumerate() {
-            if batch.is_empty() {
+        for (w, own) in self.outgoing.iter_mut().enumerate() {
+            let batch = self.broker.poll_bus(w);
+            if batch.is_empty() && own.is_empty() {
                 continue;
             }
             let peer = &self.peers[w];
-            if peer.tx.send(Control::Bus(std::mem::take(batch))).is_ok() {
+            let mut sent = true;
+            if !batch.is_empty() {
+                sent &= peer.tx.send(Control::Bus(batch)).is_ok();
+            }
+            for msg in own.drain(..) {
+                sent &= peer.tx.send(msg).is_ok();
+            }
+            if sent {
                 let _ = peer.waker.wake();
             }
         }
@@ -550,7 +604,7 @@ impl Worker {
         }
         for (w, out) in self.outgoing.iter_mut().enumerate() {
             if w != self.index {
-                out.push(BusMsg::Barrier);
+                out.push(Control::Barrier);
             }
         }
         self.maybe_begin_drain();
@@ -675,7 +729,7 @@ impl Worker {
         }
         let entry = self.core.conns.vacant_entry();
         let key = entry.key();
-        if key >= 1 << KEY_BITS {
+        if key > MAX_KEY {
             warn!("worker {}: connection table full, refusing {peer}", self.index);
             return;
         }
@@ -691,7 +745,7 @@ impl Worker {
             self.gens.resize(key + 1, 0);
         }
         self.gens[key] = self.gens[key].wrapping_add(1);
-        let id = conn_id(self.index, key, self.gens[key]);
+        let id = ConnId::from_parts(self.index, key, self.gens[key]);
         let conn = Conn::accepted(self.core.host.now, &self.core.host.settings, admin);
         let deadline = conn.deadline(&self.core.host.settings);
         let timer = self.wheel.insert(deadline, key);
@@ -704,7 +758,6 @@ impl Worker {
             writable: true,
             dirty: false,
             id,
-            subs: Vec::new(),
             tls,
             tls_sniffed: false,
             ip_counted: false,
@@ -728,7 +781,7 @@ impl Worker {
                 }
             }
         }
-        debug!("worker {} conn {id:x}: accepted from {peer}", self.index);
+        debug!("worker {} conn {id}: accepted from {peer}", self.index);
     }
 
     fn conn_event(&mut self, key: usize, event: &Event) {
@@ -854,7 +907,7 @@ impl Worker {
                 Ok(TlsRead::WouldBlock) => return,
                 Ok(TlsRead::Eof) => return slot.conn.handle_eof(),
                 Err(e) => {
-                    debug!("worker {} conn {:x}: TLS error: {e}", self.index, slot.id);
+                    debug!("worker {} conn {}: TLS error: {e}", self.index, slot.id);
                     return slot.conn.handle_io_error();
                 }
             }
@@ -928,6 +981,8 @@ impl Worker {
     }
 
     fn remove(&mut self, key: usize) {
+        // `mut` for the deregister outside Linux.
+        #[allow(unused_mut)]
         let mut slot = self.core.conns.remove(key);
         if let Some(id) = slot.timer {
             self.wheel.cancel(id);
@@ -938,9 +993,7 @@ impl Worker {
         // batch is harmless either way: handlers stop at WouldBlock.)
         #[cfg(not(target_os = "linux"))]
         let _ = self.poll.registry().deregister(&mut slot.sock);
-        for sub in std::mem::take(&mut slot.subs) {
-            self.leave_room(&sub, key);
-        }
+        self.broker.handle_close(slot.id);
         if slot.ip_counted {
             if let Some(limiter) = &self.core.host.settings.ip_limiter {
                 limiter.release(slot.peer.ip());
@@ -948,13 +1001,13 @@ impl Worker {
         }
         let reason = slot.conn.close_reason().unwrap_or(CloseReason::IoError);
         if matches!(reason, CloseReason::AuthRefused | CloseReason::RateLimited) {
-            let line = format!("conn {:x} from {}: {}", slot.id, slot.peer, reason.as_str());
+            let line = format!("conn {} from {}: {}", slot.id, slot.peer, reason.as_str());
             self.log_refusal(&line);
         }
         self.core.host.stats.count_close(reason);
         self.core.host.stats.open -= 1;
         debug!(
-            "worker {} conn {:x}: closed ({}) peer {} phase {:?}",
+            "worker {} conn {}: closed ({}) peer {} phase {:?}",
             self.index,
             slot.id,
             reason.as_str(),
@@ -989,41 +1042,31 @@ impl Worker {
         }
     }
 
-    /// Whether connection `key` may act on `room`; counts and logs refusals.
-    fn authorized(&mut self, key: usize, room: &str, publish: bool) -> bool {
-        let Some(slot) = self.core.conns.get(key) else { return false };
-        let ok = slot.conn.identity().is_some_and(|id| {
-            if publish {
-                id.can_publish(room)
-            } else {
-                id.can_subscribe(room)
+    // ---- application layer: the broker's inputs and outputs ----
+
+    /// Logs what the broker reported (refusals, rate-limited).
+    fn broker_events(&mut self) {
+        while let Some(event) = self.broker.poll_event() {
+            match event {
+                BrokerEvent::Forbidden { conn, subject, publish, room } => {
+                    let subject = subject.as_deref().unwrap_or("anonymous");
+                    let action = if publish { "publish to" } else { "subscribe to" };
+                    let line = format!("conn {conn} ({subject}): may not {action} {room}");
+                    self.log_refusal(&line);
+                }
             }
-        });
-        if !ok {
-            self.core.host.stats.forbidden += 1;
-            let subject = slot
-                .conn
-                .identity()
-                .and_then(|id| id.subject.as_deref())
-                .unwrap_or("anonymous")
-                .to_string();
-            let action = if publish { "publish to" } else { "subscribe to" };
-            let line = format!("conn {:x} ({subject}): may not {action} {room}", slot.id);
-            self.log_refusal(&line);
         }
-        ok
     }
 
-    // ---- application layer: rooms, publish, direct messages, presence ----
-
-    fn app_event(&mut self, key: usize, id: Option<u64>, event: AppEvent) {
+    fn app_event(&mut self, key: usize, id: Option<ConnId>, event: AppEvent) {
         match event {
             AppEvent::HttpPublish(p) => {
-                self.publish(&p.room, None, Payload::Json(Bytes::from(p.data)));
+                let payload = Payload::Json(Bytes::from(p.data));
+                self.broker.publish(&p.room, None, payload, &mut self.core);
             }
             AppEvent::Opened(Route::PubSub) => {
                 if let Some(id) = id {
-                    self.core.queue(key, proto::welcome(id));
+                    self.broker.handle_open(id, &mut self.core);
                 }
             }
             AppEvent::Opened(_) => {}
@@ -1033,14 +1076,17 @@ impl Worker {
                 }
             }
             AppEvent::Message(op, payload) => {
-                if let Some(id) = id.filter(|_| self.core.conns.contains(key)) {
-                    self.request(key, id, op, payload);
-                }
+                let Some(id) = id else { return };
+                let Some(slot) = self.core.conns.get(key).filter(|s| s.id == id) else { return };
+                let checked = self.broker.check_request(id, slot.conn.identity(), op, &payload);
+                let now_ms = self.core.host.now_ms;
+                self.broker.dispatch(id, checked, &payload, now_ms, &mut self.core);
+                self.broker_events();
             }
         }
     }
 
-    fn http_route(&mut self, key: usize, id: u64, route: HttpRoute) {
+    fn http_route(&mut self, key: usize, id: ConnId, route: HttpRoute) {
         let text = "text/plain; charset=utf-8";
         let response = match route {
             HttpRoute::Health => http_response(200, text, b"ok\n", &[]),
@@ -1053,14 +1099,20 @@ impl Worker {
                     origin: id,
                     remaining: self.peers.len() - 1,
                     stats: Vec::new(),
+                    deadline_ms: self.core.host.now_ms + QUERY_TIMEOUT_MS,
                 };
                 pending.stats.resize(self.peers.len(), Stats::default());
                 pending.stats[self.index] = self.snapshot();
                 if pending.remaining == 0 {
                     return self.answer_metrics(pending);
                 }
-                let origin_worker = self.index;
-                let query = self.ask_others(|query| BusMsg::StatsQuery { query, origin_worker });
+                self.next_query += 1;
+                let (query, origin_worker) = (self.next_query, self.index);
+                for (w, out) in self.outgoing.iter_mut().enumerate() {
+                    if w != origin_worker {
+                        out.push(Control::StatsQuery { query, origin_worker });
+                    }
+                }
                 self.metrics_queries.insert(query, pending);
                 return;
             }
@@ -1074,6 +1126,8 @@ impl Worker {
         self.core.mark_dirty(key);
     }
 
+    /// Answers a metrics request with what arrived. Workers that did not
+    /// answer in time are left out and named in the log.
     fn answer_metrics(&mut self, p: PendingMetrics) {
         let Some(key) = self.core.key_of(p.origin) else { return };
         let process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
@@ -1082,366 +1136,41 @@ impl Worker {
         self.respond(key, response);
     }
 
-    fn request(&mut self, key: usize, id: u64, op: OpData, payload: Bytes) {
-        let max_data = self.core.host.settings.max_data_bytes;
-        let parsed = match op {
-            OpData::Text => match std::str::from_utf8(&payload) {
-                Ok(text) => proto::parse_text(text, max_data),
-                Err(_) => return,
-            },
-            _ => proto::parse_binary(&payload, max_data),
-        };
-        let req = match parsed {
-            Ok(req) => req,
-            Err(e) => return self.core.queue_error(key, &e),
-        };
-        let req_id = req.id();
-        let target = match &req {
-            Request::Subscribe { room, .. } => Some((room.as_ref(), false)),
-            Request::Publish { room, .. } => Some((room.as_ref(), true)),
-            Request::PublishBinary { room, .. } => Some((*room, true)),
-            _ => None,
-        };
-        if let Some((room, publish)) = target {
-            if !self.authorized(key, room, publish) {
-                let e = ProtoError::new(
-                    req_id,
-                    ErrorCode::Forbidden,
-                    "not allowed for this credential",
+    /// Metrics queries past their deadline are answered with what arrived;
+    /// the broker's own queries (presence) likewise.
+    fn expire_queries(&mut self) {
+        let now_ms = self.core.host.now_ms;
+        self.broker.handle_timeout(now_ms, &mut self.core);
+        if self.metrics_queries.is_empty() {
+            return;
+        }
+        let expired: Vec<u64> = self
+            .metrics_queries
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(&q, _)| q)
+            .collect();
+        for q in expired {
+            if let Some(p) = self.metrics_queries.remove(&q) {
+                warn!(
+                    "worker {}: {} worker(s) did not answer a metrics query in {} ms",
+                    self.index, p.remaining, QUERY_TIMEOUT_MS
                 );
-                return self.core.queue_error(key, &e);
-            }
-        }
-        let result = match &req {
-            Request::Subscribe { room, .. } => self.subscribe(key, room, req_id),
-            Request::Unsubscribe { room, .. } => self.unsubscribe(key, room, req_id),
-            Request::Publish { room, data, .. } => {
-                let data = Bytes::copy_from_slice(data.as_bytes());
-                self.publish(room, Some(id), Payload::Json(data));
-                Ok(())
-            }
-            Request::PublishBinary { room, payload: body } => {
-                let body = payload.slice_ref(body);
-                self.publish(room, Some(id), Payload::Binary(body));
-                Ok(())
-            }
-            Request::Send { to, data, .. } => {
-                let frame = proto::direct(Some(id), data);
-                self.send_direct(key, id, *to, frame, req_id)
-            }
-            Request::Presence { room, .. } => {
-                self.presence(id, room, req_id);
-                return;
-            }
-        };
-        match result {
-            Ok(()) => {
-                if let Some(rid) = req_id {
-                    self.core.queue(key, proto::ack(rid));
-                }
-            }
-            Err(Some(e)) => self.core.queue_error(key, &e),
-            Err(None) => {} // answered later (cross-worker)
-        }
-    }
-
-    fn subscribe(
-        &mut self,
-        key: usize,
-        room: &str,
-        rid: Option<&serde_json::value::RawValue>,
-    ) -> Result<(), Option<ProtoError>> {
-        let max_rooms = self.core.host.settings.max_rooms;
-        let max_members = self.core.host.settings.max_room_members;
-        let slot = &mut self.core.conns[key];
-        if slot.subs.len() >= max_rooms && !slot.subs.iter().any(|m| &*m.room == room) {
-            let msg = format!("already in the maximum of {max_rooms} rooms");
-            return Err(Some(ProtoError::new(rid, ErrorCode::TooManyRooms, msg)));
-        }
-        match self.rooms.join(room, key, &mut slot.subs, max_members) {
-            Joined::Full => Err(Some(ProtoError::new(rid, ErrorCode::RoomFull, "room is full"))),
-            Joined::Already => Ok(()),
-            Joined::New { first } => {
-                if first {
-                    let name = slot.subs.last().map(|m| m.room.clone());
-                    if let Some(name) = name {
-                        self.interest(&name, true);
-                    }
-                }
-                Ok(())
+                self.answer_metrics(p);
             }
         }
     }
 
-    fn unsubscribe(
-        &mut self,
-        key: usize,
-        room: &str,
-        rid: Option<&serde_json::value::RawValue>,
-    ) -> Result<(), Option<ProtoError>> {
-        let slot = &mut self.core.conns[key];
-        let Some(i) = slot.subs.iter().position(|m| &*m.room == room) else {
-            return Err(Some(ProtoError::new(rid, ErrorCode::NotSubscribed, "not subscribed")));
-        };
-        let sub = slot.subs.swap_remove(i);
-        self.leave_room(&sub, key);
-        Ok(())
-    }
-
-    fn leave_room(&mut self, sub: &Membership, key: usize) {
-        let conns = &mut self.core.conns;
-        let last = self.rooms.leave(sub, key, |moved, room, pos| {
-            if let Some(m) = conns.get_mut(moved) {
-                if let Some(s) = m.subs.iter_mut().find(|s| Arc::ptr_eq(&s.room, room)) {
-                    s.pos = pos;
-                }
-            }
-        });
-        if last {
-            self.interest(&sub.room, false);
+    fn handle_stats_reply(&mut self, query: u64, worker: usize, stats: Stats) {
+        let Some(p) = self.metrics_queries.get_mut(&query) else { return };
+        if let Some(slot) = p.stats.get_mut(worker) {
+            *slot = stats;
         }
-    }
-
-    fn interest(&mut self, room: &RoomName, on: bool) {
-        let owner = owner_of(room, self.peers.len());
-        if owner == self.index {
-            self.owned.interest(room, self.index, on);
-        } else {
-            self.outgoing[owner].push(BusMsg::Interest {
-                room: room.clone(),
-                worker: self.index,
-                on,
-            });
-        }
-    }
-
-    fn publish(&mut self, room: &str, from: Option<u64>, payload: Payload) {
-        let owner = owner_of(room, self.peers.len());
-        if owner == self.index {
-            self.sequence_and_fan_out(room, from, payload);
-        } else {
-            self.outgoing[owner].push(BusMsg::Publish { room: Arc::from(room), from, payload });
-        }
-    }
-
-    /// As the room's owner: give the message its sequence number, encode it
-    /// once, and send the same bytes to every worker with subscribers.
-    fn sequence_and_fan_out(&mut self, room: &str, from: Option<u64>, payload: Payload) {
-        let Some((seq, workers)) = self.owned.sequence(room) else {
-            return;
-        };
-        let frame = match &payload {
-            Payload::Json(data) => {
-                let data = std::str::from_utf8(data).unwrap_or("null");
-                proto::message(room, from, seq, data)
-            }
-            Payload::Binary(data) => proto::message_binary(room, from, seq, data),
-        };
-        let mut local = false;
-        let mut shared: Option<RoomName> = None;
-        for &w in workers {
-            if w == self.index {
-                local = true;
-            } else {
-                let name = shared.get_or_insert_with(|| Arc::from(room)).clone();
-                self.outgoing[w].push(BusMsg::Deliver { room: name, frame: frame.clone() });
+        p.remaining -= 1;
+        if p.remaining == 0 {
+            if let Some(p) = self.metrics_queries.remove(&query) {
+                self.answer_metrics(p);
             }
         }
-        if local {
-            self.deliver_local(room, &frame);
-        }
-    }
-
-    fn deliver_local(&mut self, room: &str, frame: &Bytes) {
-        let members = self.rooms.members(room);
-        self.core.host.stats.deliveries += members.len() as u64;
-        for &key in members {
-            self.core.queue(key, frame.clone());
-        }
-    }
-
-    fn send_direct(
-        &mut self,
-        key: usize,
-        origin: u64,
-        to: u64,
-        frame: Bytes,
-        rid: Option<&serde_json::value::RawValue>,
-    ) -> Result<(), Option<ProtoError>> {
-        let (worker, _, _) = split_conn_id(to);
-        let not_found = || Some(ProtoError::new(rid, ErrorCode::NotFound, "no such connection"));
-        if worker == self.index {
-            let target = self
-                .core
-                .key_of(to)
-                .filter(|&k| self.core.conns[k].conn.route() == Some(Route::PubSub));
-            return match target {
-                Some(k) if self.core.queue(k, frame) => Ok(()),
-                _ => Err(not_found()),
-            };
-        }
-        if worker >= self.peers.len() {
-            return Err(not_found());
-        }
-        let _ = key;
-        let id = rid.map(|r| Box::from(r.get()));
-        self.outgoing[worker].push(BusMsg::Direct { to, frame, origin, id });
-        Err(None)
-    }
-
-    fn presence(&mut self, origin: u64, room: &str, rid: Option<&serde_json::value::RawValue>) {
-        let (count, members) = self.local_presence(room);
-        let pending = PendingPresence {
-            origin,
-            id: rid.map(|r| r.get().to_string()),
-            room: Arc::from(room),
-            remaining: self.peers.len() - 1,
-            count,
-            members,
-        };
-        if pending.remaining == 0 {
-            return self.answer_presence(pending);
-        }
-        let (room, origin_worker) = (pending.room.clone(), self.index);
-        let query = self.ask_others(|query| BusMsg::PresenceQuery {
-            room: room.clone(),
-            query,
-            origin_worker,
-        });
-        self.presence.insert(query, pending);
-    }
-
-    /// This worker's member count of `room` and up to the presence cap of
-    /// their ids.
-    fn local_presence(&self, room: &str) -> (usize, Vec<u64>) {
-        let max = self.core.host.settings.presence_max_members;
-        let local = self.rooms.members(room);
-        let ids = local.iter().take(max).filter_map(|&k| self.core.conns.get(k).map(|s| s.id));
-        (local.len(), ids.collect())
-    }
-
-    /// Sends the message `make(query)` to every other worker under a fresh
-    /// query id, and returns the id (the replies carry it).
-    fn ask_others(&mut self, make: impl Fn(u64) -> BusMsg) -> u64 {
-        self.next_query += 1;
-        let query = self.next_query;
-        for (w, out) in self.outgoing.iter_mut().enumerate() {
-            if w != self.index {
-                out.push(make(query));
-            }
-        }
-        query
-    }
-
-    fn answer_presence(&mut self, p: PendingPresence) {
-        let Some(key) = self.core.key_of(p.origin) else {
-            return;
-        };
-        let max = self.core.host.settings.presence_max_members;
-        let truncated = p.count > p.members.len().min(max);
-        let members = &p.members[..p.members.len().min(max)];
-        let frame = proto::presence(p.id.as_deref(), &p.room, p.count, members, truncated);
-        self.core.queue(key, frame);
-    }
-
-    fn handle_bus(&mut self, msg: BusMsg) {
-        match msg {
-            BusMsg::Publish { room, from, payload } => {
-                self.sequence_and_fan_out(&room, from, payload)
-            }
-            BusMsg::Deliver { room, frame } => self.deliver_local(&room, &frame),
-            BusMsg::Interest { room, worker, on } => self.owned.interest(&room, worker, on),
-            BusMsg::Direct { to, frame, origin, id } => {
-                let ok = match self.core.key_of(to) {
-                    Some(k) if self.core.conns[k].conn.route() == Some(Route::PubSub) => {
-                        self.core.queue(k, frame)
-                    }
-                    _ => false,
-                };
-                let (w, _, _) = split_conn_id(origin);
-                if w < self.outgoing.len() {
-                    self.outgoing[w].push(BusMsg::DirectResult { origin, id, ok });
-                }
-            }
-            BusMsg::DirectResult { origin, id, ok } => {
-                let Some(key) = self.core.key_of(origin) else {
-                    return;
-                };
-                let rid = id.as_deref().and_then(|s| serde_json::from_str(s).ok());
-                if ok {
-                    if let Some(rid) = rid {
-                        self.core.queue(key, proto::ack(rid));
-                    }
-                } else {
-                    let e = ProtoError::new(rid, ErrorCode::NotFound, "no such connection");
-                    self.core.queue_error(key, &e);
-                }
-            }
-            BusMsg::PresenceQuery { room, query, origin_worker } => {
-                let (count, members) = self.local_presence(&room);
-                if origin_worker < self.outgoing.len() {
-                    self.outgoing[origin_worker].push(BusMsg::PresenceReply {
-                        query,
-                        count,
-                        members,
-                    });
-                }
-            }
-            BusMsg::StatsQuery { query, origin_worker } => {
-                if origin_worker < self.outgoing.len() {
-                    let stats = Box::new(self.snapshot());
-                    self.outgoing[origin_worker].push(BusMsg::StatsReply {
-                        query,
-                        worker: self.index,
-                        stats,
-                    });
-                }
-            }
-            BusMsg::StatsReply { query, worker, stats } => {
-                let Some(p) = self.metrics_queries.get_mut(&query) else { return };
-                if let Some(slot) = p.stats.get_mut(worker) {
-                    *slot = *stats;
-                }
-                p.remaining -= 1;
-                if p.remaining == 0 {
-                    if let Some(p) = self.metrics_queries.remove(&query) {
-                        self.answer_metrics(p);
-                    }
-                }
-            }
-            BusMsg::Barrier => {
-                self.barriers += 1;
-                self.maybe_begin_drain();
-            }
-            BusMsg::PresenceReply { query, count, members } => {
-                let Some(p) = self.presence.get_mut(&query) else {
-                    return;
-                };
-                p.count += count;
-                p.members.extend(members);
-                p.remaining -= 1;
-                if p.remaining == 0 {
-                    if let Some(p) = self.presence.remove(&query) {
-                        self.answer_presence(p);
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conn_ids_round_trip_and_differ_by_generation() {
-        let id = conn_id(5, 123_456, 7);
-        assert_eq!(split_conn_id(id), (5, 123_456, 7));
-        assert_ne!(conn_id(5, 123_456, 8), id);
-        assert_eq!(
-            split_conn_id(conn_id(1023, (1 << 22) - 1, u32::MAX)),
-            (1023, (1 << 22) - 1, u32::MAX)
-        );
     }
 }

@@ -1,16 +1,19 @@
-//! Rooms and pub/sub: the `/ws` application protocol ([`protocol`], sans-IO)
-//! and per-worker room membership ([`room`]). The cross-worker message
-//! types live here too; the worker moves them through channels plus
-//! `mio::Waker`, batched per poll iteration.
+//! Rooms and pub/sub, sans-IO: the `/ws` application protocol
+//! ([`protocol`]), per-worker room membership and ownership ([`room`]), and
+//! the per-worker [`broker::Broker`] that ties them together. The messages
+//! brokers exchange ([`BusMsg`]) live here; the worker moves them through
+//! bounded channels plus `mio::Waker`, batched per poll iteration.
 
+pub mod broker;
 pub mod protocol;
 pub mod room;
 
 use bytes::Bytes;
 
+use crate::id::ConnId;
 use room::RoomName;
 
-/// A message between workers. Sent in batches, one batch per destination per
+/// A pub/sub message between the brokers of two workers. Sent in batches, one batch per destination per
 /// poll iteration.
 #[derive(Debug)]
 pub enum BusMsg {
@@ -41,19 +44,19 @@ pub enum BusMsg {
     },
     /// A direct message for connection `to`.
     Direct {
-        /// Target connection id.
-        to: u64,
+        /// Target connection.
+        to: ConnId,
         /// The encoded frame.
         frame: Bytes,
-        /// Who asked (connection id) and the request id, for the result.
-        origin: u64,
+        /// Who asked, for the result.
+        origin: ConnId,
         /// Raw JSON request id.
         id: Option<Box<str>>,
     },
     /// The result of a [`BusMsg::Direct`], back to the origin's worker.
     DirectResult {
         /// The requesting connection.
-        origin: u64,
+        origin: ConnId,
         /// Raw JSON request id.
         id: Option<Box<str>>,
         /// Delivered to the target's queue.
@@ -68,25 +71,6 @@ pub enum BusMsg {
         /// Worker to answer.
         origin_worker: usize,
     },
-    /// Asks a worker for a snapshot of its counters (for /metrics).
-    StatsQuery {
-        /// Query id at the origin worker.
-        query: u64,
-        /// Worker to answer.
-        origin_worker: usize,
-    },
-    /// A worker's counters.
-    StatsReply {
-        /// Query id at the origin worker.
-        query: u64,
-        /// The answering worker.
-        worker: usize,
-        /// Its snapshot.
-        stats: Box<crate::metrics::Stats>,
-    },
-    /// Graceful shutdown: the sender has processed everything it received
-    /// before its shutdown order, and sent everything that caused.
-    Barrier,
     /// A worker's members of a room.
     PresenceReply {
         /// Query id at the origin worker.
@@ -98,6 +82,23 @@ pub enum BusMsg {
     },
 }
 
+impl BusMsg {
+    /// Roughly the bytes this message holds, for the bus budget: payloads
+    /// and frames by length, everything else as a small constant.
+    pub fn cost(&self) -> usize {
+        const BASE: usize = 64;
+        BASE + match self {
+            BusMsg::Publish { room, payload, .. } => room.len() + payload.len(),
+            BusMsg::Deliver { frame, .. } => frame.len(),
+            BusMsg::Direct { frame, .. } => frame.len(),
+            BusMsg::PresenceReply { members, .. } => members.len() * 8,
+            BusMsg::Interest { .. }
+            | BusMsg::DirectResult { .. }
+            | BusMsg::PresenceQuery { .. } => 0,
+        }
+    }
+}
+
 /// A published payload.
 #[derive(Debug, Clone)]
 pub enum Payload {
@@ -105,4 +106,18 @@ pub enum Payload {
     Json(Bytes),
     /// Raw bytes (binary protocol).
     Binary(Bytes),
+}
+
+impl Payload {
+    /// Payload bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(b) | Payload::Binary(b) => b.len(),
+        }
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -52,6 +52,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Over a rate limit; the message was dropped.
     RateLimited,
+    /// Another worker did not answer a query in time.
+    Timeout,
 }
 
 impl ErrorCode {
@@ -71,6 +73,7 @@ impl ErrorCode {
             ErrorCode::BadBinary => "bad_binary",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Timeout => "timeout",
         }
     }
 }

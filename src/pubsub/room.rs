@@ -1,26 +1,19 @@
 //! Room membership, per worker, without locks.
 //!
-//! [`LocalRooms`]: which of *this worker's* connections (slab keys) are in
+//! [`LocalRooms`]: which of *this worker's* connections (by id) are in
 //! which room. Join and leave are O(1): every member remembers its position in
 //! the room's member list, and a leave swaps the last member into the hole.
-//! [`OwnedRooms`]: for the rooms this worker *owns* (by hash of the name),
+//! [`OwnedRooms`]: for the rooms this worker *owns* (by salted hash of the name),
 //! the per-room sequence number and which workers have subscribers, so a
 //! publish is sequenced once and sent only to workers that need it.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use crate::id::ConnId;
 
 /// A shared room name.
 pub type RoomName = Arc<str>;
-
-/// The worker that owns `room`: sequences its messages and fans them out.
-pub fn owner_of(room: &str, workers: usize) -> usize {
-    // Fixed keys: every worker must agree.
-    let mut h = std::hash::DefaultHasher::new();
-    room.hash(&mut h);
-    (h.finish() % workers.max(1) as u64) as usize
-}
 
 /// One membership as the member keeps it: the room and its index there.
 #[derive(Clone, Debug)]
@@ -45,15 +38,15 @@ pub enum Joined {
     Full,
 }
 
-/// This worker's rooms: name -> member slab keys.
+/// This worker's rooms: name -> member connection ids.
 #[derive(Default, Debug)]
 pub struct LocalRooms {
-    rooms: HashMap<RoomName, Vec<usize>>,
+    rooms: HashMap<RoomName, Vec<ConnId>>,
 }
 
 impl LocalRooms {
     /// Members of `room` on this worker.
-    pub fn members(&self, room: &str) -> &[usize] {
+    pub fn members(&self, room: &str) -> &[ConnId] {
         self.rooms.get(room).map_or(&[], |m| m.as_slice())
     }
 
@@ -72,11 +65,11 @@ impl LocalRooms {
         self.rooms.values().map(|m| m.len()).sum()
     }
 
-    /// Adds `key` (whose memberships are `subs`) to `room`.
+    /// Adds connection `key` (whose memberships are `subs`) to `room`.
     pub fn join(
         &mut self,
         room: &str,
-        key: usize,
+        key: ConnId,
         subs: &mut Vec<Membership>,
         max_members: Option<usize>,
     ) -> Joined {
@@ -109,8 +102,8 @@ impl LocalRooms {
     pub fn leave(
         &mut self,
         sub: &Membership,
-        key: usize,
-        mut fix: impl FnMut(usize, &RoomName, u32),
+        key: ConnId,
+        mut fix: impl FnMut(ConnId, &RoomName, u32),
     ) -> bool {
         let Some(list) = self.rooms.get_mut(&sub.room) else {
             return false;
@@ -194,25 +187,29 @@ impl OwnedRooms {
 mod tests {
     use super::*;
 
+    fn c(key: usize) -> ConnId {
+        ConnId::from_parts(0, key, 1)
+    }
+
     #[test]
     fn join_leave_keeps_positions_right_and_drops_empty_rooms() {
         let mut rooms = LocalRooms::default();
         let mut subs: Vec<Vec<Membership>> = vec![Vec::new(); 5];
         for (key, sub) in subs.iter_mut().enumerate() {
             let first = key == 0;
-            assert_eq!(rooms.join("a", key, sub, None), Joined::New { first });
+            assert_eq!(rooms.join("a", c(key), sub, None), Joined::New { first });
         }
-        assert_eq!(rooms.join("a", 2, &mut subs[2], None), Joined::Already);
+        assert_eq!(rooms.join("a", c(2), &mut subs[2], None), Joined::Already);
         // Leave from the middle: the last member moves into the hole.
         let sub = subs[1].remove(0);
         let mut moved = Vec::new();
-        assert!(!rooms.leave(&sub, 1, |k, _, pos| moved.push((k, pos))));
+        assert!(!rooms.leave(&sub, c(1), |k, _, pos| moved.push((k.key(), pos))));
         assert_eq!(moved, vec![(4, 1)]);
         subs[4][0].pos = 1;
-        assert_eq!(rooms.members("a"), &[0, 4, 2, 3]);
+        assert_eq!(rooms.members("a"), &[c(0), c(4), c(2), c(3)]);
         for key in [0, 4, 2, 3] {
             let sub = subs[key].remove(0);
-            let last = rooms.leave(&sub, key, |k, _, pos| subs_fix(&mut subs, k, pos));
+            let last = rooms.leave(&sub, c(key), |k, _, pos| subs_fix(&mut subs, k.key(), pos));
             assert_eq!(last, key == 3);
         }
         assert!(rooms.is_empty());
@@ -227,8 +224,8 @@ mod tests {
         let mut rooms = LocalRooms::default();
         let mut a = Vec::new();
         let mut b = Vec::new();
-        assert_eq!(rooms.join("r", 0, &mut a, Some(1)), Joined::New { first: true });
-        assert_eq!(rooms.join("r", 1, &mut b, Some(1)), Joined::Full);
+        assert_eq!(rooms.join("r", c(0), &mut a, Some(1)), Joined::New { first: true });
+        assert_eq!(rooms.join("r", c(1), &mut b, Some(1)), Joined::Full);
     }
 
     #[test]
@@ -244,14 +241,5 @@ mod tests {
         owned.interest(&r, 0, false);
         owned.interest(&r, 2, false);
         assert!(owned.is_empty());
-    }
-
-    #[test]
-    fn owner_is_stable_and_in_range() {
-        for w in 1..8 {
-            let o = owner_of("chat:lobby", w);
-            assert!(o < w);
-            assert_eq!(o, owner_of("chat:lobby", w));
-        }
     }
 }
