@@ -1,71 +1,255 @@
-//! Command line: modes, options and their validation into a [`Config`].
+//! The command line: `wsedge-bench MODE [OPTIONS]`, tokenized by `lexopt`.
+//!
+//! Each mode's options are one table ([`Cmd::opts`]): the parser accepts
+//! exactly those, the help text is printed from it, and a default written
+//! there is the value used when the option is absent, so the help cannot
+//! drift from the code. What the values mean and which are valid is
+//! [`crate::config`]'s business; this module only collects them.
 
-use crate::target::{parse_host_port, parse_target, Target};
-use std::net::SocketAddrV4;
+use std::ffi::OsString;
+use std::fmt;
 
-/// Longest run, hold or serve time accepted, seconds.
-const MAX_SECS: f64 = 600.0;
-/// Largest echo payload / record / first-echo message, bytes.
-const MAX_MSG_SIZE: usize = 16 << 20;
-/// Handshakes kept in flight at most by echo and idle runs.
-const IDLE_HANDSHAKES_IN_FLIGHT: u64 = 200;
+use lexopt::prelude::*;
 
-pub const USAGE: &str = "\
-wsedge-bench: load tester for WebSocket servers (loopback targets only)
+use crate::config::{Config, ServeCfg};
 
-USAGE:
-  wsedge-bench echo     --url ws://127.0.0.1:PORT/PATH [--conns C] [--inflight P] [--size S]
-                        [--secs T] [--warmup W] [--binary] [--threads N] [--sources M]
-  wsedge-bench connect  --url ws://127.0.0.1:PORT/PATH [--total N] [--concurrency K]
-                        [--secs T] [--sources M] [--threads N]
-  wsedge-bench idle     --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold SECS] [--sources M]
-                        [--rate R] [--ready-file PATH] [--threads N] [--echo-first BYTES]
-  wsedge-bench tcp-echo --url tcp://127.0.0.1:PORT [--conns C] [--inflight P] [--size S]
-                        [--secs T] [--warmup W] [--threads N] [--sources M]
-  wsedge-bench serve-tcp-echo --listen 127.0.0.1:PORT [--secs T]
-  wsedge-bench --help
+/// A mode: the first word of the command line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cmd {
+    Echo,
+    Connect,
+    Idle,
+    TcpEcho,
+    Serve,
+}
 
-MODES:
-  echo            C connections each keep P messages of S bytes in flight (send P, send one
-                  more per echo received). Payload starts with the send timestamp (text: 16
-                  lowercase hex chars, S >= 16; --binary: 8 bytes little endian, S >= 8).
-                  Reports echoes/s, MB/s (echoed payload received, MB = 1e6 bytes) and
-                  latency percentiles, measured over --secs after --warmup.
-  connect         Keep K WebSocket handshakes in progress until N have completed; each
-                  completed connection sends close 1000 and waits for the server's close
-                  reply (or EOF). Reports handshakes/s and handshake latency.
-  idle            Open N connections (at most 200 handshakes in flight, optional --rate cap),
-                  answer pings, hold for --hold seconds once all are up (or after a 60 s
-                  establishment deadline), then close all. Prints \"established N\" on stderr
-                  (and writes N into --ready-file) when all are up. With --echo-first B,
-                  each connection first sends one B-byte binary message and counts as up
-                  only once its echo is back (at most 200 such echoes in flight; the
-                  establishment deadline becomes 300 s).
-  tcp-echo        Like echo over raw TCP: S-byte records (timestamp in the first 8 bytes)
-                  that the server echoes back. The ceiling measurement.
-  serve-tcp-echo  Single-threaded raw TCP echo server (the ceiling server).
+/// How an option that is not given gets its value.
+#[derive(Clone, Copy, Debug)]
+enum Default {
+    /// The mode cannot run without it.
+    Required,
+    /// Parsed exactly like a value given on the command line.
+    Value(&'static str),
+    /// Worked out from other options; the text says how.
+    Computed(&'static str),
+    /// Absent means off (a switch) or not wanted (a path).
+    None,
+}
 
-FLAGS (defaults in brackets):
-  --url URL          target: ws://HOST:PORT/path (tcp://HOST:PORT for tcp-echo); HOST must be
-                     an IPv4 literal in 127.0.0.0/8 or localhost
-  --conns N          connections [echo/tcp-echo: 100, idle: 1000]
-  --inflight P       messages in flight per connection [16]
-  --size S           payload / record size in bytes [32]
-  --secs T           echo/tcp-echo: measured seconds [10]; connect: time bound [60];
-                     serve-tcp-echo: run time [600]. At most 600.
-  --warmup W         seconds after all connections are up before measuring [0]
-  --binary           echo binary messages instead of text
-  --total N          connect: handshakes to complete [1000]
-  --concurrency K    connect: handshakes kept in progress [64]
-  --hold SECS        idle: seconds to hold the connections once established [10] (<= 600)
-  --rate R           idle: cap on new connections per second [0 = no cap]
-  --ready-file PATH  idle: write the established count into PATH when all are up
-  --echo-first B     idle: echo one B-byte binary message per connection before holding [0]
-  --sources M        spread source addresses over 127.0.0.1..127.0.0.M
-                     [connect: 16, idle: ceil(N/20000)+1, echo/tcp-echo: kernel's choice]
-  --threads N        independent event loops, connections split between them [1]
-  --listen ADDR      serve-tcp-echo: 127.0.0.1:PORT to listen on
+/// One option of one mode.
+#[derive(Debug)]
+struct Opt {
+    name: &'static str,
+    /// Placeholder of the value in the help; `None` for a switch.
+    arg: Option<&'static str>,
+    default: Default,
+    help: &'static str,
+}
 
+const fn val(name: &'static str, arg: &'static str, default: Default, help: &'static str) -> Opt {
+    Opt { name, arg: Some(arg), default, help }
+}
+
+const fn switch(name: &'static str, help: &'static str) -> Opt {
+    Opt { name, arg: None, default: Default::None, help }
+}
+
+const WS_URL: Opt = val(
+    "url",
+    "URL",
+    Default::Required,
+    "target ws://HOST:PORT/PATH; HOST: an IPv4 literal in 127.0.0.0/8, or localhost",
+);
+const THREADS: Opt = val(
+    "threads",
+    "N",
+    Default::Value("1"),
+    "event loops (threads), connections split between them; 1-64",
+);
+const SOURCES_HELP: &str = "spread source addresses over 127.0.0.1..127.0.0.M";
+const SOURCES_OR_KERNEL: &str =
+    "spread source addresses over 127.0.0.1..127.0.0.M; 0 = the kernel's choice";
+
+const ECHO_OPTS: &[Opt] = &[
+    WS_URL,
+    val("conns", "C", Default::Value("100"), "connections"),
+    val("inflight", "P", Default::Value("16"), "messages in flight per connection"),
+    val("size", "S", Default::Value("32"), "payload bytes; text: at least 16, binary: at least 8"),
+    val("secs", "T", Default::Value("10"), "measured seconds; at most 600"),
+    val(
+        "warmup",
+        "W",
+        Default::Value("0"),
+        "seconds after all connections are up before measuring",
+    ),
+    switch("binary", "echo binary messages instead of text"),
+    THREADS,
+    val("sources", "M", Default::Value("0"), SOURCES_OR_KERNEL),
+];
+
+const TCP_ECHO_OPTS: &[Opt] = &[
+    val(
+        "url",
+        "URL",
+        Default::Required,
+        "target tcp://HOST:PORT; HOST: an IPv4 literal in 127.0.0.0/8, or localhost",
+    ),
+    val("conns", "C", Default::Value("100"), "connections"),
+    val("inflight", "P", Default::Value("16"), "records in flight per connection"),
+    val("size", "S", Default::Value("32"), "record bytes; at least 8"),
+    val("secs", "T", Default::Value("10"), "measured seconds; at most 600"),
+    val(
+        "warmup",
+        "W",
+        Default::Value("0"),
+        "seconds after all connections are up before measuring",
+    ),
+    THREADS,
+    val("sources", "M", Default::Value("0"), SOURCES_OR_KERNEL),
+];
+
+const CONNECT_OPTS: &[Opt] = &[
+    WS_URL,
+    val("total", "N", Default::Value("1000"), "handshakes to complete"),
+    val("concurrency", "K", Default::Value("64"), "handshakes kept in progress"),
+    val("secs", "T", Default::Value("60"), "time bound, seconds; at most 600"),
+    val("sources", "M", Default::Value("16"), SOURCES_HELP),
+    THREADS,
+];
+
+const IDLE_OPTS: &[Opt] = &[
+    WS_URL,
+    val("conns", "N", Default::Value("1000"), "connections"),
+    val(
+        "hold",
+        "SECS",
+        Default::Value("10"),
+        "seconds to hold the connections once up; at most 600",
+    ),
+    val("sources", "M", Default::Computed("ceil(N/20000)+1"), SOURCES_HELP),
+    val("rate", "R", Default::Value("0"), "cap on new connections per second; 0 = no cap"),
+    val(
+        "ready-file",
+        "PATH",
+        Default::None,
+        "write the established count into PATH when all are up",
+    ),
+    val(
+        "echo-first",
+        "B",
+        Default::Value("0"),
+        "echo one B-byte binary message per connection before holding; 0 = none, else >= 8",
+    ),
+    THREADS,
+];
+
+const SERVE_OPTS: &[Opt] = &[
+    val("listen", "ADDR", Default::Required, "127.0.0.1:PORT to listen on"),
+    val("secs", "T", Default::Value("600"), "run time, seconds; at most 600"),
+];
+
+impl Cmd {
+    /// Every mode, in the order the help lists them.
+    const ALL: [Cmd; 5] = [Cmd::Echo, Cmd::Connect, Cmd::Idle, Cmd::TcpEcho, Cmd::Serve];
+
+    /// The word on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cmd::Echo => "echo",
+            Cmd::Connect => "connect",
+            Cmd::Idle => "idle",
+            Cmd::TcpEcho => "tcp-echo",
+            Cmd::Serve => "serve-tcp-echo",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Cmd> {
+        Cmd::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    fn opts(self) -> &'static [Opt] {
+        match self {
+            Cmd::Echo => ECHO_OPTS,
+            Cmd::Connect => CONNECT_OPTS,
+            Cmd::Idle => IDLE_OPTS,
+            Cmd::TcpEcho => TCP_ECHO_OPTS,
+            Cmd::Serve => SERVE_OPTS,
+        }
+    }
+
+    /// What the mode does, one paragraph, wrapped.
+    fn about(self) -> &'static str {
+        match self {
+            Cmd::Echo => {
+                "C connections each keep P messages of S bytes in flight (send P, send one
+more per echo received). Payload starts with the send timestamp (text: 16
+lowercase hex chars, S >= 16; --binary: 8 bytes little endian, S >= 8).
+Reports echoes/s, MB/s (echoed payload received, MB = 1e6 bytes) and
+latency percentiles, measured over --secs after --warmup."
+            }
+            Cmd::Connect => {
+                "Keep K WebSocket handshakes in progress until N have completed; each
+completed connection sends close 1000 and waits for the server's close
+reply (or EOF). Reports handshakes/s and handshake latency."
+            }
+            Cmd::Idle => {
+                "Open N connections (at most 200 handshakes in flight, optional --rate cap),
+answer pings, hold for --hold seconds once all are up (or after a 60 s
+establishment deadline), then close all. Prints \"established N\" on stderr
+(and writes N into --ready-file) when all are up. With --echo-first B,
+each connection first sends one B-byte binary message and counts as up
+only once its echo is back (at most 200 such echoes in flight; the
+establishment deadline becomes 300 s)."
+            }
+            Cmd::TcpEcho => {
+                "Like echo over raw TCP: S-byte records (timestamp in the first 8 bytes)
+that the server echoes back. The ceiling measurement."
+            }
+            Cmd::Serve => "Single-threaded raw TCP echo server (the ceiling server).",
+        }
+    }
+
+    /// The mode's line in the usage synopsis.
+    fn synopsis(self) -> String {
+        let required: Vec<String> = self
+            .opts()
+            .iter()
+            .filter(|o| matches!(o.default, Default::Required))
+            .map(|o| format!("--{} {}", o.name, o.arg.unwrap_or("")))
+            .collect();
+        format!("wsedge-bench {} {} [OPTIONS]", self.name(), required.join(" "))
+    }
+
+    /// `wsedge-bench MODE --help`: what the mode does and every option with
+    /// its default.
+    pub fn help(self) -> String {
+        let mut o = format!("wsedge-bench {} (loopback targets only)\n\n", self.name());
+        o.push_str(&indent(self.about(), "  "));
+        o.push_str("\nUSAGE:\n  ");
+        o.push_str(&self.synopsis());
+        o.push_str("\n\nOPTIONS (defaults in brackets):\n");
+        for opt in self.opts() {
+            let flag = match opt.arg {
+                Some(a) => format!("--{} {a}", opt.name),
+                None => format!("--{}", opt.name),
+            };
+            let default = match opt.default {
+                Default::Required => " (required)".to_string(),
+                Default::Value(v) => format!(" [{v}]"),
+                Default::Computed(how) => format!(" [{how}]"),
+                Default::None if opt.arg.is_none() => " [off]".to_string(),
+                Default::None => " [none]".to_string(),
+            };
+            o.push_str(&option_line(&flag, &format!("{}{default}", opt.help)));
+        }
+        o.push_str(&option_line("-h, --help", "print this help"));
+        o.push('\n');
+        o.push_str(OUTPUT);
+        o
+    }
+}
+
+const OUTPUT: &str = "\
 OUTPUT:
   Progress (runs longer than 3 s): one status line per second on stderr.
   Errors are counted by kind; the first of each kind is printed on stderr.
@@ -74,313 +258,398 @@ OUTPUT:
   failure), 2 on bad arguments.
 ";
 
-const SWITCHES: &[&str] = &["binary"];
-const MODES: &[&str] = &["echo", "connect", "idle", "tcp-echo", "serve-tcp-echo"];
+/// Width the help is wrapped to, and where an option's text starts.
+const HELP_WIDTH: usize = 88;
+const HELP_COLUMN: usize = 22;
 
-pub struct Args {
-    pub mode: String,
-    vals: Vec<(String, String)>,
-    switches: Vec<String>,
+/// `  --flag ARG         text`, the text wrapped under itself.
+fn option_line(flag: &str, text: &str) -> String {
+    let mut out = String::new();
+    let mut line = format!("  {flag:<w$} ", w = HELP_COLUMN - 3);
+    for word in text.split(' ') {
+        if line.len() + word.len() > HELP_WIDTH && line.len() > HELP_COLUMN {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = " ".repeat(HELP_COLUMN);
+        }
+        line.push_str(word);
+        line.push(' ');
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
 }
 
-impl Args {
-    /// `Ok(None)` means help was requested.
-    pub fn parse(argv: &[String]) -> Result<Option<Args>, String> {
-        if argv.is_empty() || argv.iter().any(|a| a == "--help" || a == "-h") || argv[0] == "help" {
-            return Ok(None);
-        }
-        let mode = argv[0].clone();
-        if !MODES.contains(&mode.as_str()) {
-            return Err(format!("unknown mode {mode:?} (expected one of: {})", MODES.join(", ")));
-        }
-        let mut args = Args { mode, vals: Vec::new(), switches: Vec::new() };
-        let mut i = 1;
-        while i < argv.len() {
-            let a = &argv[i];
-            let Some(flag) = a.strip_prefix("--") else {
-                return Err(format!("unexpected argument {a:?} (flags start with --)"));
-            };
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (flag.to_string(), None),
-            };
-            if args.vals.iter().any(|(k, _)| *k == name) || args.switches.contains(&name) {
-                return Err(format!("flag --{name} given twice"));
-            }
-            if SWITCHES.contains(&name.as_str()) {
-                if inline.is_some() {
-                    return Err(format!("flag --{name} takes no value"));
-                }
-                args.switches.push(name);
-                i += 1;
-                continue;
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => {
-                    i += 1;
-                    match argv.get(i) {
-                        Some(v) => v.clone(),
-                        None => return Err(format!("flag --{name} needs a value")),
-                    }
-                }
-            };
-            args.vals.push((name, value));
-            i += 1;
-        }
-        Ok(Some(args))
-    }
-
-    fn take(&mut self, key: &str) -> Option<String> {
-        let pos = self.vals.iter().position(|(k, _)| k == key)?;
-        Some(self.vals.remove(pos).1)
-    }
-
-    fn num<T: std::str::FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| format!("--{key}: invalid number {v:?}")),
-        }
-    }
-
-    fn switch(&mut self, key: &str) -> bool {
-        match self.switches.iter().position(|k| k == key) {
-            Some(p) => {
-                self.switches.remove(p);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn finish(&self) -> Result<(), String> {
-        if let Some((k, _)) = self.vals.first() {
-            return Err(format!("unknown flag --{k} for mode {}", self.mode));
-        }
-        if let Some(k) = self.switches.first() {
-            return Err(format!("unknown flag --{k} for mode {}", self.mode));
-        }
-        Ok(())
-    }
+fn indent(text: &str, pad: &str) -> String {
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
-fn check_range<T: PartialOrd + std::fmt::Display>(
-    name: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<T, String> {
-    if v < lo || v > hi {
-        return Err(format!("--{name} must be between {lo} and {hi} (got {v})"));
+/// `wsedge-bench --help`: every mode, what it does, where its options are.
+pub fn overview() -> String {
+    let mut o = String::from(
+        "wsedge-bench: load tester for WebSocket servers (loopback targets only)\n\nUSAGE:\n",
+    );
+    for cmd in Cmd::ALL {
+        o.push_str(&format!("  {}\n", cmd.synopsis()));
     }
-    Ok(v)
-}
-
-fn check_secs(name: &str, v: f64, allow_zero: bool) -> Result<f64, String> {
-    if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > MAX_SECS {
-        let lo = if allow_zero { "0" } else { "more than 0" };
-        return Err(format!("--{name} must be {lo} and at most {MAX_SECS} (got {v})"));
+    o.push_str("  wsedge-bench MODE --help    (the options of MODE, with their defaults)\n");
+    o.push_str("\nMODES:\n");
+    for cmd in Cmd::ALL {
+        o.push_str(&format!("  {}\n{}", cmd.name(), indent(cmd.about(), "      ")));
     }
-    Ok(v)
+    o.push('\n');
+    o.push_str(OUTPUT);
+    o
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
-    Echo,
-    TcpEcho,
-    Connect,
-    Idle,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Echo => "echo",
-            Mode::TcpEcho => "tcp-echo",
-            Mode::Connect => "connect",
-            Mode::Idle => "idle",
-        }
-    }
-}
-
+/// What the command line asks for.
 #[derive(Debug)]
-pub struct Config {
-    pub mode: Mode,
-    pub target: Target,
-    /// echo/tcp-echo/idle: connections; connect: handshakes to complete.
-    pub conns: u64,
-    /// Handshakes in progress at most (all threads together).
-    pub concurrency: u64,
-    pub inflight: u32,
-    pub size: usize,
-    pub binary: bool,
-    /// echo/tcp-echo: measured seconds; connect: time bound; idle: hold time.
-    pub secs: f64,
-    pub warmup: f64,
-    pub threads: usize,
-    /// 0: let the kernel choose the source address.
-    pub sources: u32,
-    /// idle: new connections per second, 0 = no cap.
-    pub rate: f64,
-    pub ready_file: Option<String>,
-    /// idle: bytes of one binary message each connection echoes before it
-    /// counts as established; 0 = none.
-    pub echo_first: usize,
+pub enum Command {
+    /// Print this text on stdout and exit 0.
+    Help(String),
+    /// Run a client mode (echo, connect, idle, tcp-echo).
+    Client(Config),
+    /// Run serve-tcp-echo.
+    Serve(ServeCfg),
 }
 
-impl Config {
-    pub fn from_args(mut a: Args) -> Result<Config, String> {
-        let mode = match a.mode.as_str() {
-            "echo" => Mode::Echo,
-            "tcp-echo" => Mode::TcpEcho,
-            "connect" => Mode::Connect,
-            "idle" => Mode::Idle,
-            m => return Err(format!("unknown mode {m:?}")),
-        };
-        let url = a.take("url").ok_or_else(|| format!("mode {} needs --url", mode.name()))?;
-        let scheme = if mode == Mode::TcpEcho { "tcp" } else { "ws" };
-        let target = parse_target(&url, scheme)?;
-        let threads = check_range("threads", a.num("threads", 1usize)?, 1, 64)?;
-        let mut cfg = Config {
-            mode,
-            target,
-            conns: 0,
-            concurrency: 0,
-            inflight: 1,
-            size: 0,
-            binary: false,
-            secs: 0.0,
-            warmup: 0.0,
-            threads,
-            sources: 0,
-            rate: 0.0,
-            ready_file: None,
-            echo_first: 0,
-        };
-        match mode {
-            Mode::Echo | Mode::TcpEcho => {
-                cfg.conns = check_range("conns", a.num("conns", 100u64)?, 1, 1_000_000)?;
-                cfg.inflight = check_range("inflight", a.num("inflight", 16u32)?, 1, 1_000_000)?;
-                cfg.binary = mode == Mode::TcpEcho || a.switch("binary");
-                let min = if cfg.binary { 8 } else { 16 };
-                let size = a.num("size", 32usize)?;
-                if size < min {
-                    let what = if mode == Mode::TcpEcho {
-                        "records carry an 8-byte timestamp"
-                    } else if cfg.binary {
-                        "binary payloads carry an 8-byte timestamp"
-                    } else {
-                        "text payloads carry a 16-hex-char timestamp; use --binary for smaller"
-                    };
-                    return Err(format!("--size must be at least {min} ({what})"));
-                }
-                cfg.size = check_range("size", size, min, MAX_MSG_SIZE)?;
-                cfg.secs = check_secs("secs", a.num("secs", 10.0)?, false)?;
-                cfg.warmup = check_secs("warmup", a.num("warmup", 0.0)?, true)?;
-                cfg.sources = check_range("sources", a.num("sources", 0u32)?, 0, 254)?;
-                cfg.concurrency = IDLE_HANDSHAKES_IN_FLIGHT;
-            }
-            Mode::Connect => {
-                cfg.conns = check_range("total", a.num("total", 1000u64)?, 1, 100_000_000)?;
-                cfg.concurrency =
-                    check_range("concurrency", a.num("concurrency", 64u64)?, 1, 100_000)?;
-                cfg.secs = check_secs("secs", a.num("secs", 60.0)?, false)?;
-                cfg.sources = check_range("sources", a.num("sources", 16u32)?, 1, 254)?;
-            }
-            Mode::Idle => {
-                cfg.conns = check_range("conns", a.num("conns", 1000u64)?, 1, 5_000_000)?;
-                cfg.secs = check_secs("hold", a.num("hold", 10.0)?, true)?;
-                let default_sources = cfg.conns.div_ceil(20_000) + 1;
-                let default_sources = default_sources.min(254) as u32;
-                cfg.sources = check_range("sources", a.num("sources", default_sources)?, 1, 254)?;
-                let rate: f64 = a.num("rate", 0.0)?;
-                if !rate.is_finite() || rate < 0.0 {
-                    return Err(format!("--rate must be >= 0 (got {rate})"));
-                }
-                cfg.rate = rate;
-                cfg.ready_file = a.take("ready-file");
-                let echo_first = a.num("echo-first", 0usize)?;
-                if echo_first > 0 {
-                    cfg.echo_first = check_range("echo-first", echo_first, 8, MAX_MSG_SIZE)?;
-                }
-                cfg.concurrency = IDLE_HANDSHAKES_IN_FLIGHT;
-            }
-        }
-        a.finish()?;
-        if (cfg.threads as u64) > cfg.conns {
-            cfg.threads = cfg.conns as usize;
-        }
-        Ok(cfg)
+/// A command line that cannot run: the message, and the mode it was for.
+#[derive(Debug)]
+pub struct ArgError {
+    pub cmd: Option<Cmd>,
+    pub msg: String,
+}
+
+impl ArgError {
+    fn new(cmd: Option<Cmd>, msg: impl fmt::Display) -> ArgError {
+        ArgError { cmd, msg: msg.to_string() }
     }
 
-    pub fn is_ws(&self) -> bool {
-        self.mode != Mode::TcpEcho
+    /// Where to look for the right usage.
+    pub fn hint(&self) -> String {
+        match self.cmd {
+            Some(c) => format!("run `wsedge-bench {} --help` for its options", c.name()),
+            None => "run `wsedge-bench --help` for usage".to_string(),
+        }
     }
 }
 
-/// serve-tcp-echo: where to listen and for how long.
-pub struct ServeCfg {
-    pub listen: SocketAddrV4,
-    pub secs: f64,
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
 }
 
-impl ServeCfg {
-    pub fn from_args(mut a: Args) -> Result<ServeCfg, String> {
-        let l = a.take("listen").ok_or("mode serve-tcp-echo needs --listen 127.0.0.1:PORT")?;
-        let listen = parse_host_port(&l, None).map_err(|e| format!("--listen {l:?}: {e}"))?;
-        let secs = check_secs("secs", a.num("secs", 600.0)?, false)?;
-        a.finish()?;
-        Ok(ServeCfg { listen, secs })
+/// The options given for one mode, checked against its table.
+#[derive(Debug)]
+pub struct Given {
+    pub cmd: Cmd,
+    /// (option, value); a switch has an empty value.
+    vals: Vec<(&'static str, String)>,
+}
+
+impl Given {
+    fn opt(&self, name: &str) -> &'static Opt {
+        self.cmd
+            .opts()
+            .iter()
+            .find(|o| o.name == name)
+            .expect("bug: option looked up that is not in the mode's table")
+    }
+
+    fn given(&self, name: &str) -> Option<&str> {
+        self.vals.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, if given (for options whose absence means "none").
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.given(name).map(str::to_string)
+    }
+
+    /// The value of a required option.
+    pub fn required(&self, name: &str) -> Result<String, String> {
+        let opt = self.opt(name);
+        self.text(name).ok_or_else(|| {
+            format!("mode {} needs --{name} {}", self.cmd.name(), opt.arg.unwrap_or(""))
+        })
+    }
+
+    /// Whether a switch was given.
+    pub fn switch(&self, name: &str) -> bool {
+        debug_assert!(self.opt(name).arg.is_none());
+        self.given(name).is_some()
+    }
+
+    /// The value of `name` as a number, or its default from the table.
+    pub fn num<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
+        let raw = match (self.given(name), self.opt(name).default) {
+            (Some(v), _) => v,
+            (None, Default::Value(d)) => d,
+            (None, d) => panic!("bug: --{name} has no default value to parse ({d:?})"),
+        };
+        raw.trim().parse().map_err(|_| format!("--{name}: invalid number {raw:?}"))
+    }
+
+    /// The value of `name` as a number, or `fallback` (for a computed default).
+    pub fn num_or<T: std::str::FromStr>(&self, name: &str, fallback: T) -> Result<T, String> {
+        match self.given(name) {
+            Some(v) => v.trim().parse().map_err(|_| format!("--{name}: invalid number {v:?}")),
+            None => Ok(fallback),
+        }
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I>(args: I) -> Result<Command, ArgError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut p = lexopt::Parser::from_args(args);
+    let lex = |cmd: Option<Cmd>| move |e: lexopt::Error| ArgError::new(cmd, e);
+    let modes = || Cmd::ALL.map(Cmd::name).join(", ");
+    let cmd = match p.next().map_err(lex(None))? {
+        None | Some(Short('h') | Long("help")) => return Ok(Command::Help(overview())),
+        Some(Value(v)) => {
+            let v = v.string().map_err(lex(None))?;
+            if v == "help" {
+                // `wsedge-bench help [MODE]`
+                return match p.next().map_err(lex(None))? {
+                    None => Ok(Command::Help(overview())),
+                    Some(Value(m)) => {
+                        let m = m.string().map_err(lex(None))?;
+                        match Cmd::from_name(&m) {
+                            Some(c) => Ok(Command::Help(c.help())),
+                            None => Err(ArgError::new(
+                                None,
+                                format!("unknown mode {m:?} (expected one of: {})", modes()),
+                            )),
+                        }
+                    }
+                    Some(a) => Err(ArgError::new(None, a.unexpected())),
+                };
+            }
+            Cmd::from_name(&v).ok_or_else(|| {
+                ArgError::new(None, format!("unknown mode {v:?} (expected one of: {})", modes()))
+            })?
+        }
+        Some(a) => {
+            let what = a.unexpected();
+            return Err(ArgError::new(
+                None,
+                format!("{what}: the mode comes first (one of: {})", modes()),
+            ));
+        }
+    };
+    let mut given = Given { cmd, vals: Vec::new() };
+    while let Some(arg) = p.next().map_err(lex(Some(cmd)))? {
+        let opt = match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(cmd.help())),
+            Long(name) => match cmd.opts().iter().find(|o| o.name == name) {
+                Some(o) => o,
+                None => {
+                    return Err(ArgError::new(
+                        Some(cmd),
+                        format!("unknown option --{name} for mode {}", cmd.name()),
+                    ))
+                }
+            },
+            Short(c) => {
+                let msg = format!("unknown option -{c} for mode {}", cmd.name());
+                return Err(ArgError::new(Some(cmd), msg));
+            }
+            Value(v) => {
+                let msg = format!("unexpected argument {v:?} (options start with --)");
+                return Err(ArgError::new(Some(cmd), msg));
+            }
+        };
+        if given.given(opt.name).is_some() {
+            return Err(ArgError::new(Some(cmd), format!("option --{} given twice", opt.name)));
+        }
+        let value = match opt.arg {
+            Some(_) => p.value().and_then(|v| v.string()).map_err(lex(Some(cmd)))?,
+            None => String::new(),
+        };
+        given.vals.push((opt.name, value));
+    }
+    let bad = |msg: String| ArgError::new(Some(cmd), msg);
+    match cmd {
+        Cmd::Serve => ServeCfg::from_given(&given).map(Command::Serve).map_err(bad),
+        _ => Config::from_given(&given).map(Command::Client).map_err(bad),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Mode;
 
-    fn args(v: &[&str]) -> Result<Option<Args>, String> {
-        let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
-        Args::parse(&v)
+    fn run(v: &[&str]) -> Result<Command, ArgError> {
+        parse(v.iter().copied())
+    }
+
+    fn client(v: &[&str]) -> Result<Config, String> {
+        match run(v) {
+            Ok(Command::Client(c)) => Ok(c),
+            Ok(other) => panic!("{v:?}: not a client run: {other:?}"),
+            Err(e) => Err(e.msg),
+        }
+    }
+
+    fn help_of(v: &[&str]) -> String {
+        match run(v) {
+            Ok(Command::Help(h)) => h,
+            other => panic!("{v:?}: expected help, got {other:?}"),
+        }
+    }
+
+    const URL: &str = "ws://127.0.0.1:1/";
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = client(&["echo", "--url", URL]).expect("valid");
+        assert_eq!(c.mode, Mode::Echo);
+        assert_eq!((c.conns, c.inflight, c.size, c.threads, c.sources), (100, 16, 32, 1, 0));
+        assert_eq!((c.secs, c.warmup, c.binary), (10.0, 0.0, false));
+        let c = client(&["tcp-echo", "--url", "tcp://127.0.0.1:5/"]).expect("valid");
+        assert_eq!((c.conns, c.inflight, c.size, c.secs, c.binary), (100, 16, 32, 10.0, true));
+        let c = client(&["connect", "--url", URL]).expect("valid");
+        assert_eq!((c.conns, c.concurrency, c.secs, c.sources), (1000, 64, 60.0, 16));
+        let c = client(&["idle", "--url", URL]).expect("valid");
+        assert_eq!((c.conns, c.secs, c.sources, c.rate, c.echo_first), (1000, 10.0, 2, 0.0, 0));
+        assert_eq!(c.ready_file, None);
+        match run(&["serve-tcp-echo", "--listen", "127.0.0.1:9"]) {
+            Ok(Command::Serve(s)) => assert_eq!((s.listen.port(), s.secs), (9, 600.0)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn args_parse_and_validate() {
-        assert!(args(&["--help"]).expect("ok").is_none());
-        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--conns=5", "--binary"])
-            .expect("ok")
-            .expect("some");
-        let c = Config::from_args(a).expect("valid");
-        assert_eq!(c.conns, 5);
-        assert!(c.binary);
-        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--size", "8"])
-            .expect("ok")
-            .expect("some");
-        assert!(Config::from_args(a).is_err(), "text needs 16 bytes");
-        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--secs", "601"])
-            .expect("ok")
-            .expect("some");
-        assert!(Config::from_args(a).is_err());
-        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--bogus", "1"])
-            .expect("ok")
-            .expect("some");
-        assert!(Config::from_args(a).is_err());
-        assert!(args(&["nope"]).is_err());
-        assert!(args(&["echo", "--url"]).is_err());
-        let a = args(&["idle", "--url", "ws://127.0.0.1:1/", "--conns", "50000"])
-            .expect("ok")
-            .expect("some");
-        assert_eq!(Config::from_args(a).expect("valid").sources, 4);
-        let a = args(&["idle", "--url", "ws://127.0.0.1:1/", "--echo-first", "1048576"])
-            .expect("ok")
-            .expect("some");
-        assert_eq!(Config::from_args(a).expect("valid").echo_first, 1 << 20);
-        let a = args(&["idle", "--url", "ws://127.0.0.1:1/", "--echo-first", "4"])
-            .expect("ok")
-            .expect("some");
-        assert!(Config::from_args(a).is_err(), "the message carries an 8-byte timestamp");
-        let a = args(&["echo", "--url", "ws://127.0.0.1:1/", "--echo-first", "64"])
-            .expect("ok")
-            .expect("some");
-        assert!(Config::from_args(a).is_err(), "--echo-first is an idle flag");
+    fn what_bench_sh_passes_still_parses() {
+        let c = client(&[
+            "echo",
+            "--url",
+            URL,
+            "--conns",
+            "10",
+            "--inflight",
+            "4",
+            "--size",
+            "16384",
+            "--binary",
+            "--secs",
+            "5",
+            "--warmup",
+            "1",
+            "--threads",
+            "2",
+        ])
+        .expect("valid");
+        assert_eq!((c.conns, c.inflight, c.size, c.threads, c.binary), (10, 4, 16384, 2, true));
+        assert_eq!((c.secs, c.warmup), (5.0, 1.0));
+        let c = client(&[
+            "connect",
+            "--url",
+            URL,
+            "--total",
+            "20000",
+            "--concurrency",
+            "50",
+            "--secs",
+            "60",
+            "--threads",
+            "1",
+        ])
+        .expect("valid");
+        assert_eq!((c.conns, c.concurrency), (20000, 50));
+        let c = client(&[
+            "idle",
+            "--url",
+            URL,
+            "--conns",
+            "50000",
+            "--hold",
+            "3",
+            "--ready-file",
+            "/tmp/r",
+            "--echo-first",
+            "1048576",
+        ])
+        .expect("valid");
+        assert_eq!(c.sources, 4, "ceil(50000/20000)+1");
+        assert_eq!(c.ready_file.as_deref(), Some("/tmp/r"));
+        assert_eq!(c.echo_first, 1 << 20);
+        let c = client(&["echo", "--url=ws://127.0.0.1:2/x", "--conns=5"]).expect("valid");
+        assert_eq!((c.conns, c.target.path.as_str()), (5, "/x"));
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused_with_the_reason() {
+        let err = |v: &[&str]| client(v).expect_err("must be refused");
+        assert!(err(&["echo", "--url", URL, "--conns", "x"]).contains("invalid number \"x\""));
+        assert!(err(&["echo", "--url", URL, "--size", "8"]).contains("at least 16"));
+        assert!(err(&["echo", "--url", URL, "--secs", "601"]).contains("at most 600"));
+        assert!(err(&["echo", "--url", URL, "--bogus", "1"]).contains("unknown option --bogus"));
+        assert!(err(&["echo", "--url", URL, "--echo-first", "64"]).contains("--echo-first"));
+        assert!(err(&["tcp-echo", "--url", "tcp://127.0.0.1:5", "--binary"]).contains("--binary"));
+        assert!(err(&["echo", "--url"]).contains("missing argument"));
+        assert!(err(&["echo"]).contains("needs --url"));
+        assert!(err(&["echo", "--url", URL, "--conns", "1", "--conns", "2"]).contains("twice"));
+        assert!(err(&["echo", "--url", URL, "--binary=yes"]).contains("--binary"));
+        assert!(err(&["echo", "--url", URL, "stray"]).contains("stray"));
+        assert!(err(&["echo", "--url", URL, "-x"]).contains("-x"));
+        assert!(err(&["idle", "--url", URL, "--echo-first", "4"]).contains("8"));
+        assert!(err(&["idle", "--url", URL, "--rate", "-1"]).contains("--rate"));
+        assert!(err(&["echo", "--url", "ws://10.0.0.1:1/"]).contains("loopback"));
+        let e = run(&["nope"]).expect_err("unknown mode");
+        assert!(e.msg.contains("unknown mode") && e.cmd.is_none(), "{e}");
+        let e = run(&["--conns", "5"]).expect_err("mode first");
+        assert!(e.msg.contains("mode comes first"), "{e}");
+        let e = run(&["idle", "--bogus"]).expect_err("unknown option");
+        assert_eq!(e.cmd, Some(Cmd::Idle));
+        assert!(e.hint().contains("wsedge-bench idle --help"), "{}", e.hint());
+    }
+
+    #[test]
+    fn every_mode_has_a_help_listing_its_options_and_defaults() {
+        for v in [&[][..], &["--help"], &["-h"], &["help"]] {
+            let h = help_of(v);
+            for cmd in Cmd::ALL {
+                assert!(h.contains(&format!("wsedge-bench {} ", cmd.name())), "{cmd:?} in {h}");
+            }
+        }
+        for cmd in Cmd::ALL {
+            let h = help_of(&[cmd.name(), "--help"]);
+            assert_eq!(h, help_of(&["help", cmd.name()]));
+            let first = format!("--{}", cmd.opts()[0].name);
+            assert_eq!(h, help_of(&[cmd.name(), &first, "x", "-h"]), "help after an option");
+            for opt in cmd.opts() {
+                let lines: Vec<&str> = h.lines().collect();
+                let at = lines
+                    .iter()
+                    .position(|l| l.trim_start().starts_with(&format!("--{} ", opt.name)))
+                    .unwrap_or_else(|| panic!("--{} missing from {h}", opt.name));
+                // The option's text, with its wrapped continuation lines.
+                let more = lines[at + 1..].iter().take_while(|l| l.starts_with("        "));
+                let line = more.fold(lines[at].to_string(), |a, l| a + " " + l.trim());
+                if let Default::Value(d) = opt.default {
+                    assert!(line.ends_with(&format!("[{d}]")), "{line}");
+                }
+            }
+        }
+        let h = help_of(&["echo", "--help"]);
+        assert!(h.contains("--inflight P") && h.contains("[16]"), "{h}");
+        assert!(h.contains("--url URL") && h.contains("(required)"), "{h}");
+    }
+
+    #[test]
+    fn every_table_default_parses() {
+        for cmd in Cmd::ALL {
+            for opt in cmd.opts() {
+                if let Default::Value(d) = opt.default {
+                    assert!(d.parse::<f64>().is_ok(), "{cmd:?} --{} default {d:?}", opt.name);
+                }
+            }
+        }
     }
 }

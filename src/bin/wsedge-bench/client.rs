@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::args::{Config, Mode};
+use crate::config::{Config, Mode};
 use crate::recv::{fail_body, process};
 use crate::stats::{micros, ErrKind, Stats};
 use crate::wire::{

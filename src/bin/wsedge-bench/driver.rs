@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::args::{Config, Mode};
+use crate::config::{Config, Mode};
 use crate::report::report;
 use crate::stats::Stats;
 use crate::sys::{listen_overflows, raise_nofile};

@@ -12,7 +12,8 @@
 //! This binary intentionally does not use the `wsedge` library crate.
 //!
 //! Modules, from the command line to the report:
-//! - [`args`]: modes and options, validated into a [`Config`] / [`ServeCfg`];
+//! - [`args`]: modes and their options (lexopt), the help of every mode;
+//!   [`config`]: the options validated into a run's configuration;
 //!   [`target`]: loopback-only URLs and addresses.
 //! - [`driver`]: one client run: plans, worker threads, progress, merge.
 //! - [`worker`]: one thread's mio loop and the phases of a run.
@@ -26,6 +27,7 @@
 
 mod args;
 mod client;
+mod config;
 mod driver;
 mod net;
 mod recv;
@@ -40,7 +42,7 @@ mod worker;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use args::{Args, Config, ServeCfg, USAGE};
+use args::Command;
 
 /// Nanoseconds in a second / a millisecond: run time is kept as `u64` ns
 /// since the run started.
@@ -48,33 +50,16 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 const NS_PER_MS: u64 = 1_000_000;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match Args::parse(&argv) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+    match args::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Help(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
+        Ok(Command::Serve(cfg)) => serve::serve_tcp_echo(&cfg),
+        Ok(Command::Client(cfg)) => driver::run_client(Arc::new(cfg)),
         Err(e) => {
-            eprintln!("wsedge-bench: {e}\n(run `wsedge-bench --help` for usage)");
-            return ExitCode::from(2);
+            eprintln!("wsedge-bench: {e}\n({})", e.hint());
+            ExitCode::from(2)
         }
-    };
-    if args.mode == "serve-tcp-echo" {
-        return match ServeCfg::from_args(args) {
-            Ok(cfg) => serve::serve_tcp_echo(&cfg),
-            Err(e) => {
-                eprintln!("wsedge-bench: {e}\n(run `wsedge-bench --help` for usage)");
-                ExitCode::from(2)
-            }
-        };
     }
-    let cfg = match Config::from_args(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("wsedge-bench: {e}\n(run `wsedge-bench --help` for usage)");
-            return ExitCode::from(2);
-        }
-    };
-    driver::run_client(Arc::new(cfg))
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use hdrhistogram::Histogram;
 
-use crate::args::{Config, Mode};
+use crate::config::{Config, Mode};
 use crate::stats::{ErrKind, Stats};
 
 /// `s` as a JSON string literal.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::args::ServeCfg;
+use crate::config::ServeCfg;
 use crate::net::bind_listener;
 use crate::report::Json;
 use crate::sys::raise_nofile;

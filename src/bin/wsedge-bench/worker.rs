@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use crate::args::{Config, Mode};
 use crate::client::{
     bucket, flush, on_event, on_io_error, start_close, Act, Conn, Ctx, St, BIG_CHUNK,
     ECHO_FIRST_TIMEOUT_NS, HANDSHAKE_TIMEOUT_NS, SMALL_CHUNK,
 };
+use crate::config::{Config, Mode};
 use crate::driver::{Plan, Shared};
 use crate::net::connect_socket;
 use crate::recv::fail_body;
