@@ -3,13 +3,14 @@
 //! server sends back is parsed in [`crate::recv`]; the loop that owns the
 //! connections is [`crate::worker`].
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use crate::config::{Config, Mode};
+use crate::net::write_pending;
 use crate::recv::{fail_body, process};
 use crate::stats::{micros, ErrKind, Stats};
 use crate::wire::{
@@ -150,11 +151,19 @@ impl Ctx {
         }
     }
 
-    pub fn take_buf(&mut self, min: usize) -> Vec<u8> {
+    fn take_buf(&mut self, min: usize) -> Vec<u8> {
         let mut v = self.pool.pop().unwrap_or_default();
         v.clear();
         v.reserve(min);
         v
+    }
+
+    /// Gives `c` a write buffer from the pool if it has none.
+    #[inline]
+    pub fn ensure_wbuf(&mut self, c: &mut Conn, min: usize) {
+        if c.w.capacity() == 0 {
+            c.w = self.take_buf(min);
+        }
     }
 
     pub fn give_buf(&mut self, v: Vec<u8>) {
@@ -225,21 +234,14 @@ pub fn op_name(op: u8) -> &'static str {
 
 /// Write `w[wp..]` until done or WouldBlock.
 pub fn flush(c: &mut Conn, writes: &mut u64) -> io::Result<()> {
-    while c.wp < c.w.len() {
-        *writes += 1;
-        match c.sock.write(&c.w[c.wp..]) {
-            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "write returned 0")),
-            Ok(n) => c.wp += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if c.wp > BIG_CHUNK {
-                    c.w.drain(..c.wp);
-                    c.wp = 0;
-                }
-                return Ok(());
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    write_pending(&mut c.sock, &c.w, &mut c.wp, writes)?;
+    if c.wp < c.w.len() {
+        // Would block: keep the rest, dropping what is written once it is large.
+        if c.wp > BIG_CHUNK {
+            c.w.drain(..c.wp);
+            c.wp = 0;
         }
+        return Ok(());
     }
     c.w.clear();
     c.wp = 0;
@@ -298,9 +300,7 @@ pub fn on_event(ctx: &mut Ctx, c: &mut Conn, idx: usize, ev: &mio::event::Event)
 }
 
 pub fn connected(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
-    if c.w.capacity() == 0 {
-        c.w = ctx.take_buf(256);
-    }
+    ctx.ensure_wbuf(c, 256);
     if ctx.ws {
         let t = &ctx.cfg.target;
         c.w.extend_from_slice(b"GET ");
@@ -333,9 +333,7 @@ pub fn on_open(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
 }
 
 pub fn start_close(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
-    if c.w.capacity() == 0 {
-        c.w = ctx.take_buf(16);
-    }
+    ctx.ensure_wbuf(c, 16);
     let mask = ctx.rng.next() as u32;
     push_close(&mut c.w, Some(1000), mask);
     ctx.set_state(c, St::Closing);

@@ -25,6 +25,9 @@
 //! - [`serve`]: serve-tcp-echo, the raw TCP ceiling server.
 //! - [`net`], [`sys`]: sockets and OS calls (all the `unsafe` lives there).
 
+// Every `unsafe` block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod args;
 mod client;
 mod config;

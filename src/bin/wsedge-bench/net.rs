@@ -1,7 +1,7 @@
 //! Sockets: non-blocking client connects from a chosen loopback source
 //! address, and the listener of serve-tcp-echo.
 
-use std::io;
+use std::io::{self, ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use mio::net::{TcpListener, TcpStream};
@@ -54,4 +54,28 @@ pub fn bind_listener(addr: SocketAddrV4) -> io::Result<TcpListener> {
     s.bind(&SockAddr::from(SocketAddr::V4(addr)))?;
     s.listen(4096)?;
     Ok(TcpListener::from_std(std::net::TcpListener::from(s)))
+}
+
+/// Writes `buf[*pos..]` until all of it is written or the socket would
+/// block (then `Ok` with `*pos < buf.len()`); `*pos` advances by what was
+/// written, `writes` counts the `write` calls. An error leaves `*pos` at
+/// what was written before it.
+#[inline]
+pub fn write_pending(
+    sock: &mut TcpStream,
+    buf: &[u8],
+    pos: &mut usize,
+    writes: &mut u64,
+) -> io::Result<()> {
+    while *pos < buf.len() {
+        *writes += 1;
+        match sock.write(&buf[*pos..]) {
+            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "write returned 0")),
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

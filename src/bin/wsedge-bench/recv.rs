@@ -104,9 +104,7 @@ pub fn handshake_response(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> 
     c.rs += n;
     if ctx.cfg.echo_first > 0 && !ctx.closing_all {
         let len = ctx.cfg.echo_first;
-        if c.w.capacity() == 0 {
-            c.w = ctx.take_buf(len + 14);
-        }
+        ctx.ensure_wbuf(c, len + 14);
         let mask = ctx.rng.next() as u32;
         let template = std::mem::take(&mut ctx.template);
         push_msg(&mut c.w, OP_BINARY, &template, now, mask);
@@ -206,9 +204,7 @@ pub fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
             }
             OP_PING => {
                 if c.st == St::Open {
-                    if c.w.capacity() == 0 {
-                        c.w = ctx.take_buf(plen + 16);
-                    }
+                    ctx.ensure_wbuf(c, plen + 16);
                     let mask = ctx.rng.next() as u32;
                     push_frame(&mut c.w, OP_PONG, &c.r[p0..p1], mask);
                     ctx.st.pongs += 1;
@@ -236,9 +232,7 @@ pub fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
                                 "{addr} closed the connection: code {code_s}, reason {reason:?}"
                             )
                         });
-                        if c.w.capacity() == 0 {
-                            c.w = ctx.take_buf(16);
-                        }
+                        ctx.ensure_wbuf(c, 16);
                         let mask = ctx.rng.next() as u32;
                         push_close(&mut c.w, code, mask);
                         return Act::Drop;

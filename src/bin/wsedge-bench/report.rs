@@ -115,6 +115,16 @@ struct Lat {
     mean: f64,
 }
 
+impl Lat {
+    /// `p50 A  p90 B  p99 C  p99.9 D  max E` (microseconds), as the summary prints it.
+    fn percentiles(&self) -> String {
+        format!(
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            self.p50, self.p90, self.p99, self.p999, self.max
+        )
+    }
+}
+
 fn lat(h: &Histogram<u64>) -> Lat {
     if h.is_empty() {
         return Lat { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0.0 };
@@ -189,10 +199,7 @@ pub fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) ->
                 st.msgs, st.recv_all, st.sent
             );
             println!("throughput    {mbs:.2} MB/s echoed payload received (MB = 1e6 bytes)");
-            println!(
-                "latency us    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-                l.p50, l.p90, l.p99, l.p999, l.max, l.mean
-            );
+            println!("latency us    {}  mean {:.1}", l.percentiles(), l.mean);
             print_errors(st);
             if cfg.mode == Mode::Echo {
                 println!("close         {} close replies, {} EOF", st.close_ok, st.close_eof);
@@ -236,10 +243,7 @@ pub fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) ->
                 "handshakes    {} completed in {secs:.3} s ({rate:.0}/s), {} failed, {} not attempted/finished in time",
                 st.handshakes, st.failed, st.incomplete
             );
-            println!(
-                "handshake us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-                l.p50, l.p90, l.p99, l.p999, l.max, l.mean
-            );
+            println!("handshake us  {}  mean {:.1}", l.percentiles(), l.mean);
             println!("close         {} close replies, {} EOF", st.close_ok, st.close_eof);
             print_errors(st);
             j.u("total", cfg.conns)
@@ -268,10 +272,7 @@ pub fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) ->
                 "established   {} / {} in {est_secs:.3} s ({rate:.0} handshakes/s), {} failed; sources {}, threads {}",
                 st.handshakes, cfg.conns, st.failed, cfg.sources, cfg.threads
             );
-            println!(
-                "handshake us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-                l.p50, l.p90, l.p99, l.p999, l.max
-            );
+            println!("handshake us  {}", l.percentiles());
             println!(
                 "hold          {:.1} s; {} lost during the run; {} pings answered; {} messages received",
                 cfg.secs, st.lost, st.pongs, st.other_msgs

@@ -2,7 +2,7 @@
 //! raw TCP bytes back, pausing reads of a connection while more than 1 MiB
 //! of its echo is still unsent.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::ServeCfg;
-use crate::net::bind_listener;
+use crate::net::{bind_listener, write_pending};
 use crate::report::Json;
 use crate::sys::raise_nofile;
 
@@ -26,14 +26,9 @@ const PAUSE_OVER: usize = 1 << 20;
 
 /// Write pending bytes; Err means the connection is gone.
 fn echo_flush(c: &mut EchoConn) -> io::Result<()> {
-    while c.pp < c.pend.len() {
-        match c.sock.write(&c.pend[c.pp..]) {
-            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "write returned 0")),
-            Ok(n) => c.pp += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    write_pending(&mut c.sock, &c.pend, &mut c.pp, &mut 0)?;
+    if c.pp < c.pend.len() {
+        return Ok(());
     }
     c.pend.clear();
     c.pp = 0;
@@ -63,15 +58,7 @@ fn echo_read(
         if c.pp == c.pend.len() {
             // Nothing queued: write straight from the scratch buffer.
             let mut off = 0;
-            while off < n {
-                match c.sock.write(&scratch[off..n]) {
-                    Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "write returned 0")),
-                    Ok(k) => off += k,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            write_pending(&mut c.sock, &scratch[..n], &mut off, &mut 0)?;
             if off < n {
                 c.pend.clear();
                 c.pp = 0;

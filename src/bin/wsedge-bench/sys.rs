@@ -29,9 +29,11 @@ pub fn thread_cpu_secs() -> f64 {
     let who = libc::RUSAGE_THREAD;
     #[cfg(not(target_os = "linux"))]
     let who = libc::RUSAGE_SELF;
-    // SAFETY: rusage is plain old data; getrusage only writes into it.
+    // SAFETY: rusage is plain old data (integers and timevals): all-zero bytes
+    // are a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage we own.
+    // SAFETY: a valid, exclusive pointer to a rusage we own; getrusage only
+    // writes into it.
     if unsafe { libc::getrusage(who, &mut ru) } != 0 {
         return 0.0;
     }

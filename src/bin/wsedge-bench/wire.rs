@@ -47,19 +47,18 @@ impl Rng {
     }
 }
 
+/// The first 8 bytes of `b`; callers have checked that there are 8.
 #[inline]
-pub fn load_u64(b: &[u8]) -> u64 {
+fn first8(b: &[u8]) -> [u8; 8] {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
-    u64::from_ne_bytes(a)
+    a
 }
 
 /// The first 8 bytes of `b` as a little-endian `u64` (binary timestamps).
 #[inline]
 pub fn load_u64_le(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
+    u64::from_le_bytes(first8(b))
 }
 
 /// XOR `buf` with the 4-byte mask, 8 bytes at a time.
@@ -70,7 +69,7 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     ]);
     let mut chunks = buf.chunks_exact_mut(8);
     for c in &mut chunks {
-        let v = load_u64(c) ^ m;
+        let v = u64::from_ne_bytes(first8(c)) ^ m;
         c.copy_from_slice(&v.to_ne_bytes());
     }
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
@@ -221,9 +220,7 @@ pub fn parse_frame(b: &[u8]) -> FrameHead {
             if b.len() < 10 {
                 return FrameHead::Need(10);
             }
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[2..10]);
-            let l = u64::from_be_bytes(a);
+            let l = u64::from_be_bytes(first8(&b[2..]));
             if l > MAX_FRAME as u64 {
                 return FrameHead::Bad("frame larger than 64 MiB");
             }

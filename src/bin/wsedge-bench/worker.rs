@@ -436,13 +436,18 @@ impl Worker {
                 _ => self.scratch.push(idx),
             }
         }
+        self.drop_scratch();
+        self.flush_dirty();
+    }
+
+    /// Drops the connections listed in `scratch` and empties it.
+    fn drop_scratch(&mut self) {
         let list = std::mem::take(&mut self.scratch);
         for &idx in &list {
             self.drop_conn(idx);
         }
         self.scratch = list;
         self.scratch.clear();
-        self.flush_dirty();
     }
 
     fn drop_all(&mut self) {
@@ -488,11 +493,6 @@ impl Worker {
             }
             self.scratch.push(idx);
         }
-        let list = std::mem::take(&mut self.scratch);
-        for &idx in &list {
-            self.drop_conn(idx);
-        }
-        self.scratch = list;
-        self.scratch.clear();
+        self.drop_scratch();
     }
 }
