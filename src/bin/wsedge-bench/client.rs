@@ -26,6 +26,7 @@ pub const SMALL_CHUNK: usize = 4 << 10;
 /// Read chunk of echo runs; also the largest buffer kept in the pool.
 pub const BIG_CHUNK: usize = 64 << 10;
 
+/// Where a connection is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum St {
     Connecting,
@@ -50,12 +51,14 @@ pub fn bucket(s: St) -> usize {
     }
 }
 
+/// What the worker does with a connection after a handler ran.
 #[derive(PartialEq, Eq, Debug)]
 pub enum Act {
     Keep,
     Drop,
 }
 
+/// One client connection: socket, state, read and write buffers.
 pub struct Conn {
     pub sock: TcpStream,
     pub st: St,
@@ -82,6 +85,8 @@ pub struct Conn {
     pub body_need: usize,
 }
 
+/// What a worker's connection handlers share: configuration, clock,
+/// statistics, the dirty list, the buffer pool and the run's phase flags.
 pub struct Ctx {
     pub cfg: Arc<Config>,
     pub start: Instant,
@@ -105,10 +110,12 @@ pub struct Ctx {
 
 impl Ctx {
     #[inline]
+    /// ns since the run started.
     pub fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
 
+    /// Counts an error; the first of each kind is printed and kept.
     pub fn err(&mut self, kind: ErrKind, msg: impl FnOnce() -> String) {
         let k = kind as usize;
         self.st.errs[k] += 1;
@@ -119,6 +126,7 @@ impl Ctx {
         }
     }
 
+    /// [`Ctx::err`] for an error that ends `c` (counted as lost when it was open).
     pub fn conn_err(&mut self, c: &Conn, kind: ErrKind, msg: impl FnOnce() -> String) {
         if c.st == St::Open {
             self.st.lost += 1;
@@ -126,6 +134,7 @@ impl Ctx {
         self.err(kind, msg);
     }
 
+    /// Counts a failed connect, refused or otherwise.
     pub fn connect_error(&mut self, e: &io::Error) {
         let addr = self.cfg.target.addr;
         if e.kind() == ErrorKind::ConnectionRefused {
@@ -137,6 +146,7 @@ impl Ctx {
         }
     }
 
+    /// Moves `c` to `s`, keeping the per-bucket counts.
     pub fn set_state(&mut self, c: &mut Conn, s: St) {
         self.n[bucket(c.st)] = self.n[bucket(c.st)].saturating_sub(1);
         self.n[bucket(s)] += 1;
@@ -144,6 +154,7 @@ impl Ctx {
     }
 
     #[inline]
+    /// Queues `c` for the end-of-pass flush (once).
     pub fn mark_dirty(&mut self, c: &mut Conn, idx: usize) {
         if !c.dirty {
             c.dirty = true;
@@ -166,6 +177,7 @@ impl Ctx {
         }
     }
 
+    /// Returns a buffer to the pool (small ones only, up to 4096 of them).
     pub fn give_buf(&mut self, v: Vec<u8>) {
         if v.capacity() > 0 && v.capacity() <= BIG_CHUNK && self.pool.len() < 4096 {
             self.pool.push(v);
@@ -215,6 +227,7 @@ impl Ctx {
     }
 
     #[inline]
+    /// Counts one echo with its send timestamp if inside the measurement window.
     pub fn count_echo(&mut self, ts: u64, size: usize, now: u64) {
         if now >= self.win_start && now < self.win_end {
             self.st.msgs += 1;
@@ -224,6 +237,7 @@ impl Ctx {
     }
 }
 
+/// `text`, `binary` or `other`, for messages.
 pub fn op_name(op: u8) -> &'static str {
     match op {
         OP_TEXT => "text",
@@ -249,7 +263,7 @@ pub fn flush(c: &mut Conn, writes: &mut u64) -> io::Result<()> {
 }
 
 /// Make sure `r[re..]` has at least `spare` bytes.
-pub fn ensure_spare(ctx: &mut Ctx, c: &mut Conn, spare: usize) {
+fn ensure_spare(ctx: &mut Ctx, c: &mut Conn, spare: usize) {
     if c.r.len() - c.re >= spare {
         return;
     }
@@ -299,7 +313,7 @@ pub fn on_event(ctx: &mut Ctx, c: &mut Conn, idx: usize, ev: &mio::event::Event)
     Act::Keep
 }
 
-pub fn connected(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
+fn connected(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
     ctx.ensure_wbuf(c, 256);
     if ctx.ws {
         let t = &ctx.cfg.target;
@@ -332,6 +346,7 @@ pub fn on_open(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
     }
 }
 
+/// Queues a close frame (1000) and waits for the server's reply.
 pub fn start_close(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
     ctx.ensure_wbuf(c, 16);
     let mask = ctx.rng.next() as u32;
@@ -342,6 +357,7 @@ pub fn start_close(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
 }
 
 #[inline]
+/// Queues `n` timestamped messages (or records) on `c`.
 pub fn send_msgs(ctx: &mut Ctx, c: &mut Conn, idx: usize, n: u32, now: u64) {
     if n == 0 {
         return;
@@ -364,7 +380,7 @@ pub fn send_msgs(ctx: &mut Ctx, c: &mut Conn, idx: usize, n: u32, now: u64) {
     ctx.mark_dirty(c, idx);
 }
 
-pub fn read_loop(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64, drain_all: bool) -> Act {
+fn read_loop(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64, drain_all: bool) -> Act {
     loop {
         let buffered = c.re - c.rs;
         let spare = ctx.read_chunk.max(c.need.saturating_sub(buffered));
@@ -398,7 +414,7 @@ pub fn read_loop(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64, drain_all: b
     Act::Keep
 }
 
-pub fn on_eof(ctx: &mut Ctx, c: &mut Conn, now: u64) -> Act {
+fn on_eof(ctx: &mut Ctx, c: &mut Conn, now: u64) -> Act {
     let addr = ctx.cfg.target.addr;
     match c.st {
         St::Connecting | St::Handshake => {
@@ -432,6 +448,7 @@ pub fn on_eof(ctx: &mut Ctx, c: &mut Conn, now: u64) -> Act {
     Act::Drop
 }
 
+/// Counts a socket error by what `c` was doing; the connection goes.
 pub fn on_io_error(ctx: &mut Ctx, c: &mut Conn, e: &io::Error) -> Act {
     let addr = ctx.cfg.target.addr;
     match c.st {

@@ -45,6 +45,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The name in the JSON line and the summary.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Echo => "echo",
@@ -82,6 +83,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// Validates a client mode's options.
     pub fn from_given(a: &Given) -> Result<Config, String> {
         let mode = match a.cmd {
             Cmd::Echo => Mode::Echo,
@@ -165,6 +167,7 @@ impl Config {
         Ok(cfg)
     }
 
+    /// WebSocket (every mode but tcp-echo).
     pub fn is_ws(&self) -> bool {
         self.mode != Mode::TcpEcho
     }
@@ -178,6 +181,7 @@ pub struct ServeCfg {
 }
 
 impl ServeCfg {
+    /// Validates serve-tcp-echo's options.
     pub fn from_given(a: &Given) -> Result<ServeCfg, String> {
         let l = a.required("listen")?;
         let listen = parse_host_port(&l, None).map_err(|e| format!("--listen {l:?}: {e}"))?;

@@ -44,6 +44,7 @@ pub struct Pub {
     pub done: AtomicBool,
 }
 
+/// What the workers and the main thread share during a run.
 pub struct Shared {
     pub pubs: Vec<Pub>,
     /// idle: ns since start at which the hold ends; 0 = not known yet.

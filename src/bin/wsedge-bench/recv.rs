@@ -15,6 +15,7 @@ const MAX_HEAD: usize = 16 << 10;
 /// After a non-101 status: time allowed for the first line of its body.
 const FAIL_BODY_WAIT_NS: u64 = 500 * NS_PER_MS;
 
+/// Parses what `c` has buffered, by state; `Drop` when the connection must go.
 pub fn process(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
     loop {
         match c.st {
@@ -37,7 +38,7 @@ pub fn process(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
 }
 
 /// Parse the handshake response. `None`: the state changed, keep processing.
-pub fn handshake_response(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Option<Act> {
+fn handshake_response(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Option<Act> {
     let addr = ctx.cfg.target.addr;
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
@@ -136,7 +137,7 @@ pub fn fail_body(ctx: &mut Ctx, c: &mut Conn, now: u64, force: bool) -> Act {
     Act::Drop
 }
 
-pub fn protocol_error(ctx: &mut Ctx, c: &mut Conn, msg: &'static str) -> Act {
+fn protocol_error(ctx: &mut Ctx, c: &mut Conn, msg: &'static str) -> Act {
     let addr = ctx.cfg.target.addr;
     ctx.conn_err(c, ErrKind::Protocol, || format!("{addr}: protocol error: {msg}"));
     let mask = ctx.rng.next() as u32;
@@ -144,7 +145,7 @@ pub fn protocol_error(ctx: &mut Ctx, c: &mut Conn, msg: &'static str) -> Act {
     Act::Drop
 }
 
-pub fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
+fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
     loop {
         let (fin, op, hlen, plen) = match parse_frame(&c.r[c.rs..c.re]) {
             FrameHead::Need(n) => {
@@ -261,7 +262,7 @@ pub fn frames(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
 
 /// idle --echo-first: the echo of the first message arrived; the connection
 /// now counts as established. `Some` when the connection must go.
-pub fn first_echo(
+fn first_echo(
     ctx: &mut Ctx,
     c: &mut Conn,
     idx: usize,
@@ -291,14 +292,14 @@ pub fn first_echo(
 }
 
 #[inline]
-pub fn after_echo(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
+fn after_echo(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) {
     c.inflight = c.inflight.saturating_sub(1);
     if ctx.sending && c.st == St::Open {
         send_msgs(ctx, c, idx, 1, now);
     }
 }
 
-pub fn records(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
+fn records(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64) -> Act {
     let size = ctx.cfg.size;
     let mut n = 0u32;
     while c.re - c.rs >= size {

@@ -28,7 +28,9 @@ pub fn json_str(s: &str) -> String {
     o
 }
 
-/// Hand-written JSON object on one line.
+/// Hand-written JSON object on one line: `new`, then one call per key
+/// (`s` string, `u` integer, `f` float with `prec` decimals, `b` bool, `raw`
+/// preformatted), then `finish`.
 pub struct Json(String);
 
 impl Json {

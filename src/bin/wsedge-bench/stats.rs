@@ -17,6 +17,7 @@ fn new_hist() -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("cannot create histogram: {e:?}"))
 }
 
+/// Kinds of error, each counted apart and named in the JSON `error_kinds`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrKind {
     ConnectRefused,
@@ -34,9 +35,11 @@ pub enum ErrKind {
     Io,
 }
 
+/// Number of [`ErrKind`]s.
 pub const NKINDS: usize = 13;
 
 impl ErrKind {
+    /// Every kind, in report order.
     pub const ALL: [ErrKind; NKINDS] = [
         ErrKind::ConnectRefused,
         ErrKind::ConnectFailed,
@@ -53,6 +56,7 @@ impl ErrKind {
         ErrKind::Io,
     ];
 
+    /// The kind's name in the summary and the JSON.
     pub fn name(self) -> &'static str {
         match self {
             ErrKind::ConnectRefused => "connect_refused",
@@ -72,6 +76,7 @@ impl ErrKind {
     }
 }
 
+/// One worker's counts, then the run's once merged.
 pub struct Stats {
     pub errs: [u64; NKINDS],
     pub first: [Option<String>; NKINDS],
@@ -141,10 +146,12 @@ impl Stats {
         })
     }
 
+    /// Errors of every kind.
     pub fn errors(&self) -> u64 {
         self.errs.iter().sum()
     }
 
+    /// Adds another worker's counts (maxima for times, first errors kept).
     pub fn merge(&mut self, o: Stats) {
         for i in 0..NKINDS {
             self.errs[i] += o.errs[i];

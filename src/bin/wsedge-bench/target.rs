@@ -5,8 +5,10 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+/// A validated load target.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// The URL as given.
     pub url: String,
     pub addr: SocketAddrV4,
     /// `Host` header value: always `HOST:PORT`.

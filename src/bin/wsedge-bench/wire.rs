@@ -12,6 +12,7 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Largest server frame (and reassembled message) accepted, bytes.
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// RFC 6455 opcodes.
 pub const OP_CONT: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_BINARY: u8 = 0x2;
@@ -23,6 +24,7 @@ pub const OP_PONG: u8 = 0xA;
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded from the clock, the pid and `salt`.
     pub fn seeded(salt: u64) -> Rng {
         let t =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -37,6 +39,7 @@ impl Rng {
     }
 
     #[inline]
+    /// The next 64 random bits.
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
@@ -115,6 +118,7 @@ pub fn hex16(v: u64, out: &mut [u8]) {
 }
 
 #[inline]
+/// 16 lowercase hex digits back to their value; `None` if not that.
 pub fn unhex16(b: &[u8]) -> Option<u64> {
     let mut v = 0u64;
     let mut bad = 0u8;
@@ -174,6 +178,7 @@ pub fn push_msg(w: &mut Vec<u8>, op: u8, template: &[u8], ts: u64, mask: u32) {
     apply_mask(&mut w[p0..], mask);
 }
 
+/// Append a masked close frame, with `code` or empty.
 pub fn push_close(w: &mut Vec<u8>, code: Option<u16>, mask: u32) {
     match code {
         Some(c) => push_frame(w, OP_CLOSE, &c.to_be_bytes(), mask),
@@ -181,6 +186,7 @@ pub fn push_close(w: &mut Vec<u8>, code: Option<u16>, mask: u32) {
     }
 }
 
+/// What [`parse_frame`] found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameHead {
     /// Need at least this many bytes (counted from the frame start).
@@ -246,6 +252,7 @@ pub fn parse_frame(b: &[u8]) -> FrameHead {
     FrameHead::Ok { fin, op, hlen, plen }
 }
 
+/// A fresh `Sec-WebSocket-Key` and the `Sec-WebSocket-Accept` it calls for.
 pub fn ws_key(rng: &mut Rng) -> ([u8; 24], [u8; 28]) {
     let mut raw = [0u8; 16];
     raw[..8].copy_from_slice(&rng.next().to_ne_bytes());
@@ -256,6 +263,7 @@ pub fn ws_key(rng: &mut Rng) -> ([u8; 24], [u8; 28]) {
     (key, accept_for(&key))
 }
 
+/// RFC 6455 section 4.2.2: base64(SHA-1(key + GUID)).
 pub fn accept_for(key: &[u8]) -> [u8; 28] {
     let mut h = Sha1::new();
     h.update(key);
@@ -267,6 +275,7 @@ pub fn accept_for(key: &[u8]) -> [u8; 28] {
     out
 }
 
+/// The first line of `b` (at most `max` bytes), for error messages.
 pub fn first_line_lossy(b: &[u8], max: usize) -> String {
     let end = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
     let line = &b[..end];

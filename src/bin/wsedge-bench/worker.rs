@@ -40,6 +40,7 @@ enum Phase {
     Done,
 }
 
+/// One load thread: its poll, its connections and where its run stands.
 pub struct Worker {
     poll: Poll,
     conns: Vec<Option<Conn>>,
@@ -58,6 +59,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker for its `plan` share of `cfg`; times count from `start`.
     pub fn new(
         cfg: Arc<Config>,
         plan: Plan,
@@ -124,6 +126,7 @@ impl Worker {
         })
     }
 
+    /// Runs to the end of the run; its statistics.
     pub fn run(mut self) -> Result<Stats, String> {
         let mut events = Events::with_capacity(1024);
         loop {
