@@ -15,8 +15,41 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::conn::Settings;
 use crate::metrics::Stats;
+use crate::tls::TlsError;
 use crate::worker::{Control, Listeners, Peer, ShutdownFlags, Worker, TICK_MS};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Why [`Server::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener cannot be bound (address in use, no permission, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A worker's poll, waker or thread cannot be created.
+    #[error("cannot start worker {index}: {source}")]
+    Worker {
+        /// The worker's index.
+        index: usize,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Binds one listener for `addr`, naming the address in the error.
+fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    let bound = |source| StartError::Bind { addr, source };
+    let listener = bind_reuseport(addr).map_err(bound)?;
+    let local = listener.local_addr().map_err(bound)?;
+    Ok((listener, local))
+}
 
 /// Listen backlog per worker listener.
 const BACKLOG: i32 = 4096;
@@ -77,21 +110,19 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 impl Server {
     /// Binds the listeners and starts the workers. With port 0 the first
     /// listener picks a port and the others join it.
-    pub fn start(config: &Config) -> io::Result<Server> {
+    pub fn start(config: &Config) -> Result<Server, StartError> {
         let count = config.worker_count();
         let tls = match config.tls.listen_addr() {
             Some(tls_addr) => {
-                let cfg = crate::tls::load_server_config(&config.tls.cert, &config.tls.key)
-                    .map_err(io::Error::other)?;
+                let cfg = crate::tls::load_server_config(&config.tls.cert, &config.tls.key)?;
                 Some((tls_addr, cfg))
             }
             None => None,
         };
-        let first = bind_reuseport(config.server.listen)?;
-        let addr = first.local_addr()?;
+        let (first, addr) = bind(config.server.listen)?;
         let mut listeners = vec![first];
         for _ in 1..count {
-            listeners.push(bind_reuseport(addr)?);
+            listeners.push(bind(addr)?.0);
         }
         let settings = Settings::from_config(config, TICK_MS);
         // Every worker can reach every other: build all polls, wakers and
@@ -99,31 +130,31 @@ impl Server {
         let mut polls = Vec::with_capacity(count);
         let mut receivers = Vec::with_capacity(count);
         let mut peers = Vec::with_capacity(count);
-        for _ in 0..count {
-            let poll = Poll::new()?;
-            let waker = Worker::waker(&poll)?;
+        for index in 0..count {
+            let failed = |source| StartError::Worker { index, source };
+            let poll = Poll::new().map_err(failed)?;
+            let waker = Worker::waker(&poll).map_err(failed)?;
             let (tx, rx) = mpsc::channel();
             polls.push(poll);
             receivers.push(rx);
             peers.push(Peer { tx, waker });
         }
-        let mut admin = match config.metrics.listen_addr().filter(|_| config.metrics.enabled) {
-            Some(a) => Some(bind_reuseport(a)?),
-            None => None,
-        };
-        let metrics_addr = match &admin {
-            Some(l) => Some(l.local_addr()?),
-            None => None,
-        };
+        let (mut admin, metrics_addr) =
+            match config.metrics.listen_addr().filter(|_| config.metrics.enabled) {
+                Some(a) => {
+                    let (listener, bound) = bind(a)?;
+                    (Some(listener), Some(bound))
+                }
+                None => (None, None),
+            };
         let mut tls_addr = None;
         let mut tls_listeners = Vec::new();
         if let Some((a, cfg)) = &tls {
-            let first = bind_reuseport(*a)?;
-            let bound = first.local_addr()?;
+            let (first, bound) = bind(*a)?;
             tls_addr = Some(bound);
             tls_listeners.push(Some((first, cfg.clone())));
             for _ in 1..count {
-                tls_listeners.push(Some((bind_reuseport(bound)?, cfg.clone())));
+                tls_listeners.push(Some((bind(bound)?.0, cfg.clone())));
             }
         } else {
             tls_listeners.resize_with(count, || None);
@@ -144,10 +175,12 @@ impl Server {
                 settings.clone(),
                 peers.clone(),
                 ShutdownFlags { started: shutting_down.clone(), draining: draining.clone() },
-            )?;
+            )
+            .map_err(|source| StartError::Worker { index, source })?;
             let thread = std::thread::Builder::new()
                 .name(format!("wsedge-worker-{index}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || worker.run())
+                .map_err(|source| StartError::Worker { index, source })?;
             let peer = &peers[index];
             workers.push(Handle {
                 control: peer.tx.clone(),

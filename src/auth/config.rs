@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use super::AuthConfigError;
+
 /// The `[auth]` section of the config.
 ///
 /// `Debug` is written by hand: it never prints `jwt_hs256_secret` nor an
@@ -136,13 +138,16 @@ impl fmt::Debug for Redacted<'_> {
 }
 
 /// Config patterns: non-empty, `*` only as the last character.
-pub(super) fn check_patterns(field: &str, patterns: &[String]) -> Result<(), String> {
+pub(super) fn check_patterns(field: &str, patterns: &[String]) -> Result<(), AuthConfigError> {
     for p in patterns {
         if p.is_empty() {
-            return Err(format!("{field}: empty pattern"));
+            return Err(AuthConfigError::EmptyPattern { field: field.to_owned() });
         }
         if p.trim_end_matches('*').contains('*') || p.ends_with("**") {
-            return Err(format!("{field}: {p:?}: '*' is allowed only as the last character"));
+            return Err(AuthConfigError::MisplacedWildcard {
+                field: field.to_owned(),
+                pattern: p.clone(),
+            });
         }
     }
     Ok(())

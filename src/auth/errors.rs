@@ -1,8 +1,148 @@
-//! Refusals at the handshake: [`AuthError`] (what the client is told in the
-//! `401`, and the metric label it is counted under) and the fixed set of
+//! What can go wrong in authentication: [`AuthConfigError`], why an
+//! `[auth]` section cannot be used (at start-up), and [`AuthError`], why a
+//! request is refused at the handshake (what the client is told in the
+//! `401`, and the metric label it is counted under), with the fixed set of
 //! refusals the checks return.
+//!
+//! Neither ever contains a secret, an API key or a client's credential.
 
 use std::fmt;
+
+use super::jwt::MIN_HS256_SECRET_BYTES;
+
+/// Why [`super::Authenticator::new`] refused an `[auth]` section. Displayed
+/// as one line that starts with the field (`auth.api_keys[1].key: ...`);
+/// [`AuthConfigError::field`] gives the field alone.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// `jwt_hs256_secret` is set but shorter than 256 bits (RFC 7518
+    /// section 3.2).
+    #[error("auth.jwt_hs256_secret: must be at least {MIN_HS256_SECRET_BYTES} bytes, has {len}")]
+    Hs256SecretTooShort {
+        /// The secret's length in bytes.
+        len: usize,
+    },
+    /// `jwt_public_key_alg` is neither `RS256` nor `ES256`.
+    #[error("auth.jwt_public_key_alg: must be \"RS256\" or \"ES256\", not {alg:?}")]
+    UnsupportedPublicKeyAlg {
+        /// The configured value.
+        alg: String,
+    },
+    /// `jwt_public_key_file` cannot be read.
+    #[error("auth.jwt_public_key_file: {file}: cannot read: {source}")]
+    PublicKeyUnreadable {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `jwt_public_key_file` is not a PEM public key of the kind
+    /// `jwt_public_key_alg` needs.
+    #[error("auth.jwt_public_key_file: {file}: not a PEM {kind} public key for {alg}: {source}")]
+    PublicKeyInvalid {
+        /// The file.
+        file: String,
+        /// The key kind expected: `RSA` or `P-256 EC`.
+        kind: &'static str,
+        /// The configured algorithm.
+        alg: &'static str,
+        /// What `jsonwebtoken` said.
+        source: jsonwebtoken::errors::Error,
+    },
+    /// A pattern list holds an empty pattern.
+    #[error("{field}: empty pattern")]
+    EmptyPattern {
+        /// The list, e.g. `auth.api_keys[0].subscribe`.
+        field: String,
+    },
+    /// A pattern has a `*` other than as its last character.
+    #[error("{field}: {pattern:?}: '*' is allowed only as the last character")]
+    MisplacedWildcard {
+        /// The list, e.g. `auth.anonymous_publish`.
+        field: String,
+        /// The pattern.
+        pattern: String,
+    },
+    /// An `anonymous_routes` entry does not start with `/`.
+    #[error("auth.anonymous_routes: {route:?} must start with '/'")]
+    RelativeAnonymousRoute {
+        /// The route.
+        route: String,
+    },
+    /// An API key entry has an empty `name`.
+    #[error("auth.api_keys[{index}].name: must not be empty")]
+    ApiKeyNameEmpty {
+        /// The entry's index.
+        index: usize,
+    },
+    /// Two API key entries have the same `name`.
+    #[error("auth.api_keys[{index}].name: {name:?} is used twice")]
+    ApiKeyNameReused {
+        /// The later entry's index.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// An API key entry has an empty `key`.
+    #[error("auth.api_keys[{index}].key: must not be empty (key {name:?})")]
+    ApiKeyEmpty {
+        /// The entry's index.
+        index: usize,
+        /// The entry's name.
+        name: String,
+    },
+    /// An API key has a byte that is not visible ASCII (a space, a control
+    /// character, non-ASCII).
+    #[error("auth.api_keys[{index}].key: must be visible ASCII without spaces (key {name:?})")]
+    ApiKeyNotVisibleAscii {
+        /// The entry's index.
+        index: usize,
+        /// The entry's name.
+        name: String,
+    },
+    /// An API key has exactly two dots, so it would be taken for a JWT.
+    #[error(
+        "auth.api_keys[{index}].key: must not have exactly two dots, it would be taken for a JWT (key {name:?})"
+    )]
+    ApiKeyLooksLikeJwt {
+        /// The entry's index.
+        index: usize,
+        /// The entry's name.
+        name: String,
+    },
+    /// Two API key entries have the same `key`.
+    #[error("auth.api_keys[{index}].key: same key as another entry (key {name:?})")]
+    ApiKeyReused {
+        /// The later entry's index.
+        index: usize,
+        /// The later entry's name.
+        name: String,
+    },
+}
+
+impl AuthConfigError {
+    /// The field at fault, dotted, with the entry index for API keys:
+    /// `auth.jwt_hs256_secret`, `auth.api_keys[1].key`.
+    pub fn field(&self) -> String {
+        use AuthConfigError as E;
+        match self {
+            E::Hs256SecretTooShort { .. } => "auth.jwt_hs256_secret".into(),
+            E::UnsupportedPublicKeyAlg { .. } => "auth.jwt_public_key_alg".into(),
+            E::PublicKeyUnreadable { .. } | E::PublicKeyInvalid { .. } => {
+                "auth.jwt_public_key_file".into()
+            }
+            E::EmptyPattern { field } | E::MisplacedWildcard { field, .. } => field.clone(),
+            E::RelativeAnonymousRoute { .. } => "auth.anonymous_routes".into(),
+            E::ApiKeyNameEmpty { index } | E::ApiKeyNameReused { index, .. } => {
+                format!("auth.api_keys[{index}].name")
+            }
+            E::ApiKeyEmpty { index, .. }
+            | E::ApiKeyNotVisibleAscii { index, .. }
+            | E::ApiKeyLooksLikeJwt { index, .. }
+            | E::ApiKeyReused { index, .. } => format!("auth.api_keys[{index}].key"),
+        }
+    }
+}
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use super::errors::{
     BAD_ALG, BAD_CLAIMS, BAD_SIG, CRIT, EXPIRED, MALFORMED, NOT_YET, NO_EXP, WRONG_AUD, WRONG_ISS,
 };
 use super::identity::{Identity, IdentityKind, Permissions};
-use super::{AuthConfig, AuthError};
+use super::{AuthConfig, AuthConfigError, AuthError};
 
 /// Smallest HS256 secret accepted: 256 bits (RFC 7518 section 3.2).
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
@@ -32,40 +32,35 @@ pub(super) struct JwtVerifier {
 
 impl JwtVerifier {
     /// Checks the secret's length and reads the public key file.
-    pub(super) fn new(cfg: &AuthConfig) -> Result<JwtVerifier, String> {
+    pub(super) fn new(cfg: &AuthConfig) -> Result<JwtVerifier, AuthConfigError> {
         let secret = cfg.jwt_hs256_secret.as_bytes();
         if !secret.is_empty() && secret.len() < MIN_HS256_SECRET_BYTES {
-            let len = secret.len();
-            return Err(format!(
-                "auth.jwt_hs256_secret: must be at least {MIN_HS256_SECRET_BYTES} bytes, has {len}"
-            ));
+            return Err(AuthConfigError::Hs256SecretTooShort { len: secret.len() });
         }
         let hs256 = (!secret.is_empty()).then(|| DecodingKey::from_secret(secret));
 
-        let alg = match cfg.jwt_public_key_alg.as_str() {
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
+        let (alg, alg_name, kind) = match cfg.jwt_public_key_alg.as_str() {
+            "RS256" => (Algorithm::RS256, "RS256", "RSA"),
+            "ES256" => (Algorithm::ES256, "ES256", "P-256 EC"),
             other => {
-                return Err(format!(
-                    "auth.jwt_public_key_alg: must be \"RS256\" or \"ES256\", not {other:?}"
-                ))
+                return Err(AuthConfigError::UnsupportedPublicKeyAlg { alg: other.to_owned() })
             }
         };
         let public = match cfg.jwt_public_key_file.as_str() {
             "" => None,
             file => {
-                let pem = std::fs::read(file)
-                    .map_err(|e| format!("auth.jwt_public_key_file: {file}: cannot read: {e}"))?;
+                let pem = std::fs::read(file).map_err(|source| {
+                    AuthConfigError::PublicKeyUnreadable { file: file.to_owned(), source }
+                })?;
                 let key = match alg {
                     Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
                     _ => DecodingKey::from_rsa_pem(&pem),
                 }
-                .map_err(|e| {
-                    format!(
-                        "auth.jwt_public_key_file: {file}: not a PEM {} public key for {}: {e}",
-                        if alg == Algorithm::ES256 { "P-256 EC" } else { "RSA" },
-                        cfg.jwt_public_key_alg
-                    )
+                .map_err(|source| AuthConfigError::PublicKeyInvalid {
+                    file: file.to_owned(),
+                    kind,
+                    alg: alg_name,
+                    source,
                 })?;
                 Some((alg, key))
             }

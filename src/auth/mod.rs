@@ -107,7 +107,7 @@ use identity::Permissions;
 use jwt::JwtVerifier;
 
 pub use config::{ApiKeyConfig, AuthConfig};
-pub use errors::{AuthError, AuthErrorKind};
+pub use errors::{AuthConfigError, AuthError, AuthErrorKind};
 pub use identity::{Identity, IdentityKind};
 pub use jwt::MIN_HS256_SECRET_BYTES;
 
@@ -139,10 +139,10 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Validates `cfg` and reads the public key file. Errors are one line
-    /// naming the field (and the file), e.g.
+    /// Validates `cfg` and reads the public key file. An error displays as
+    /// one line naming the field (and the file), e.g.
     /// `auth.jwt_public_key_file: /etc/k.pem: cannot read: No such file or directory (os error 2)`.
-    pub fn new(cfg: &AuthConfig) -> Result<Authenticator, String> {
+    pub fn new(cfg: &AuthConfig) -> Result<Authenticator, AuthConfigError> {
         let jwt = JwtVerifier::new(cfg)?;
 
         for (field, list) in [
@@ -153,37 +153,33 @@ impl Authenticator {
         }
         for route in &cfg.anonymous_routes {
             if !route.starts_with('/') {
-                return Err(format!("auth.anonymous_routes: {route:?} must start with '/'"));
+                return Err(AuthConfigError::RelativeAnonymousRoute { route: route.clone() });
             }
         }
 
         let mut api_keys: Vec<ApiKey> = Vec::with_capacity(cfg.api_keys.len());
-        for (i, k) in cfg.api_keys.iter().enumerate() {
-            let field = format!("auth.api_keys[{i}]");
+        for (index, k) in cfg.api_keys.iter().enumerate() {
+            let name = || k.name.clone();
+            let earlier = &cfg.api_keys[..index];
             if k.name.is_empty() {
-                return Err(format!("{field}.name: must not be empty"));
+                return Err(AuthConfigError::ApiKeyNameEmpty { index });
             }
-            if cfg.api_keys[..i].iter().any(|o| o.name == k.name) {
-                return Err(format!("{field}.name: {:?} is used twice", k.name));
+            if earlier.iter().any(|o| o.name == k.name) {
+                return Err(AuthConfigError::ApiKeyNameReused { index, name: name() });
             }
             if k.key.is_empty() {
-                return Err(format!("{field}.key: must not be empty (key {:?})", k.name));
+                return Err(AuthConfigError::ApiKeyEmpty { index, name: name() });
             }
             if !k.key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!(
-                    "{field}.key: must be visible ASCII without spaces (key {:?})",
-                    k.name
-                ));
+                return Err(AuthConfigError::ApiKeyNotVisibleAscii { index, name: name() });
             }
             if looks_like_jwt(k.key.as_bytes()) {
-                return Err(format!(
-                    "{field}.key: must not have exactly two dots, it would be taken for a JWT (key {:?})",
-                    k.name
-                ));
+                return Err(AuthConfigError::ApiKeyLooksLikeJwt { index, name: name() });
             }
-            if cfg.api_keys[..i].iter().any(|o| o.key == k.key) {
-                return Err(format!("{field}.key: same key as another entry (key {:?})", k.name));
+            if earlier.iter().any(|o| o.key == k.key) {
+                return Err(AuthConfigError::ApiKeyReused { index, name: name() });
             }
+            let field = format!("auth.api_keys[{index}]");
             check_patterns(&format!("{field}.subscribe"), &k.subscribe)?;
             check_patterns(&format!("{field}.publish"), &k.publish)?;
             let subject = format!("apikey:{}", k.name);

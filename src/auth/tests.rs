@@ -685,27 +685,40 @@ fn www_authenticate_and_labels() {
 
 #[test]
 fn config_errors_name_the_field_and_file() {
+    use AuthConfigError as E;
     let e = |cfg: AuthConfig| Authenticator::new(&cfg).unwrap_err();
-    assert!(e(AuthConfig { jwt_hs256_secret: "short".into(), ..AuthConfig::default() })
-        .starts_with("auth.jwt_hs256_secret: must be at least 32 bytes"));
-    assert!(e(AuthConfig { jwt_public_key_alg: "HS256".into(), ..AuthConfig::default() })
-        .starts_with("auth.jwt_public_key_alg:"));
+    let short = e(AuthConfig { jwt_hs256_secret: "short".into(), ..AuthConfig::default() });
+    assert!(matches!(short, E::Hs256SecretTooShort { len: 5 }), "{short:?}");
+    assert!(short.to_string().starts_with("auth.jwt_hs256_secret: must be at least 32 bytes"));
+    let alg = e(AuthConfig { jwt_public_key_alg: "HS256".into(), ..AuthConfig::default() });
+    assert!(matches!(&alg, E::UnsupportedPublicKeyAlg { alg } if alg == "HS256"), "{alg:?}");
+    assert_eq!(alg.field(), "auth.jwt_public_key_alg");
     let missing = "/nonexistent/wsedge/key.pem";
-    let msg = e(AuthConfig { jwt_public_key_file: missing.into(), ..AuthConfig::default() });
+    let err = e(AuthConfig { jwt_public_key_file: missing.into(), ..AuthConfig::default() });
+    assert!(
+        matches!(&err, E::PublicKeyUnreadable { file, source }
+        if file == missing && source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    let msg = err.to_string();
     assert!(msg.starts_with(&format!("auth.jwt_public_key_file: {missing}: cannot read")), "{msg}");
     let garbage = temp_file("garbage.pem", "not a key");
-    let msg = e(AuthConfig { jwt_public_key_file: garbage.clone(), ..AuthConfig::default() });
+    let err = e(AuthConfig { jwt_public_key_file: garbage.clone(), ..AuthConfig::default() });
+    assert!(matches!(&err, E::PublicKeyInvalid { file, kind: "RSA", .. } if *file == garbage));
+    let msg = err.to_string();
     assert!(msg.contains(&garbage) && msg.contains("not a PEM RSA public key"), "{msg}");
     // An EC key where RSA is configured, and the reverse.
     let ec = temp_file("ec-as-rsa.pem", &keys().ec_public);
-    let msg = e(AuthConfig { jwt_public_key_file: ec.clone(), ..AuthConfig::default() });
-    assert!(msg.contains(&ec), "{msg}");
+    let err = e(AuthConfig { jwt_public_key_file: ec.clone(), ..AuthConfig::default() });
+    assert!(matches!(&err, E::PublicKeyInvalid { file, .. } if *file == ec), "{err:?}");
     let rsa = temp_file("rsa-as-ec.pem", &keys().rsa_public);
-    let msg = e(AuthConfig {
+    let err = e(AuthConfig {
         jwt_public_key_file: rsa.clone(),
         jwt_public_key_alg: "ES256".into(),
         ..AuthConfig::default()
     });
+    assert!(matches!(&err, E::PublicKeyInvalid { kind: "P-256 EC", alg: "ES256", .. }));
+    let msg = err.to_string();
     assert!(msg.contains(&rsa) && msg.contains("P-256"), "{msg}");
     for f in [garbage, ec, rsa] {
         let _ = std::fs::remove_file(f);
@@ -713,26 +726,49 @@ fn config_errors_name_the_field_and_file() {
 
     let with_key = |k: ApiKeyConfig| AuthConfig { api_keys: vec![k], ..AuthConfig::default() };
     let k = || ApiKeyConfig { name: "n".into(), key: "secret-key-1".into(), ..Default::default() };
-    assert!(e(with_key(ApiKeyConfig { name: "".into(), ..k() })).contains("auth.api_keys[0].name"));
-    assert!(e(with_key(ApiKeyConfig { key: "".into(), ..k() })).contains("auth.api_keys[0].key"));
-    assert!(e(with_key(ApiKeyConfig { key: "a.b.c".into(), ..k() })).contains("two dots"));
-    assert!(e(with_key(ApiKeyConfig { key: "has space".into(), ..k() })).contains("visible ASCII"));
-    assert!(e(with_key(ApiKeyConfig { subscribe: vec!["a*b".into()], ..k() }))
-        .contains("auth.api_keys[0].subscribe"));
-    assert!(e(with_key(ApiKeyConfig { publish: vec!["".into()], ..k() })).contains("empty pattern"));
+    let err = e(with_key(ApiKeyConfig { name: "".into(), ..k() }));
+    assert!(matches!(err, E::ApiKeyNameEmpty { index: 0 }), "{err:?}");
+    assert_eq!(err.field(), "auth.api_keys[0].name");
+    let err = e(with_key(ApiKeyConfig { key: "".into(), ..k() }));
+    assert!(matches!(err, E::ApiKeyEmpty { index: 0, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("auth.api_keys[0].key: must not be empty"), "{err}");
+    let err = e(with_key(ApiKeyConfig { key: "a.b.c".into(), ..k() }));
+    assert!(matches!(err, E::ApiKeyLooksLikeJwt { .. }) && err.to_string().contains("two dots"));
+    let err = e(with_key(ApiKeyConfig { key: "has space".into(), ..k() }));
+    assert!(matches!(err, E::ApiKeyNotVisibleAscii { .. }), "{err:?}");
+    assert!(!err.to_string().contains("has space"), "never the key: {err}");
+    let err = e(with_key(ApiKeyConfig { subscribe: vec!["a*b".into()], ..k() }));
+    assert!(
+        matches!(&err, E::MisplacedWildcard { field, pattern }
+        if field == "auth.api_keys[0].subscribe" && pattern == "a*b"),
+        "{err:?}"
+    );
+    let err = e(with_key(ApiKeyConfig { publish: vec!["".into()], ..k() }));
+    assert!(matches!(&err, E::EmptyPattern { field } if field == "auth.api_keys[0].publish"));
+    assert!(err.to_string().contains("empty pattern"));
     let two = |a: ApiKeyConfig, b: ApiKeyConfig| AuthConfig {
         api_keys: vec![a, b],
         ..AuthConfig::default()
     };
-    assert!(e(two(k(), ApiKeyConfig { key: "other-key".into(), ..k() })).contains("used twice"));
-    assert!(e(two(k(), ApiKeyConfig { name: "m".into(), ..k() })).contains("same key"));
-    assert!(e(AuthConfig { anonymous_publish: vec!["**".into()], ..AuthConfig::default() })
-        .starts_with("auth.anonymous_publish"));
-    assert!(e(AuthConfig { anonymous_routes: vec!["echo".into()], ..AuthConfig::default() })
-        .starts_with("auth.anonymous_routes"));
+    let err = e(two(k(), ApiKeyConfig { key: "other-key".into(), ..k() }));
+    assert!(
+        matches!(err, E::ApiKeyNameReused { index: 1, .. })
+            && err.to_string().contains("used twice")
+    );
+    let err = e(two(k(), ApiKeyConfig { name: "m".into(), ..k() }));
+    assert!(
+        matches!(err, E::ApiKeyReused { index: 1, .. }) && err.to_string().contains("same key")
+    );
+    assert!(!err.to_string().contains("secret-key-1"), "never the key: {err}");
+    let err = e(AuthConfig { anonymous_publish: vec!["**".into()], ..AuthConfig::default() });
+    assert!(matches!(err, E::MisplacedWildcard { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("auth.anonymous_publish"));
+    let err = e(AuthConfig { anonymous_routes: vec!["echo".into()], ..AuthConfig::default() });
+    assert!(matches!(&err, E::RelativeAnonymousRoute { route } if route == "echo"));
+    assert!(err.to_string().starts_with("auth.anonymous_routes"));
     // Never the secret in an error.
-    let msg = e(AuthConfig { jwt_hs256_secret: "hunter2".into(), ..AuthConfig::default() });
-    assert!(!msg.contains("hunter2"));
+    let err = e(AuthConfig { jwt_hs256_secret: "hunter2".into(), ..AuthConfig::default() });
+    assert!(!err.to_string().contains("hunter2") && !format!("{err:?}").contains("hunter2"));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wsedge::config::{Config, DEFAULT_TOML};
+use wsedge::config::{Config, ConfigError, DEFAULT_TOML};
 use wsedge::Server;
 
 const USAGE: &str = "\
@@ -72,14 +72,13 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn load_config(path: Option<&str>) -> Result<Config, String> {
+fn load_config(path: Option<&str>) -> Result<Config, ConfigError> {
     match path {
-        None => Config::from_toml_with_env(DEFAULT_TOML, "<embedded default>", env)
-            .map_err(|e| e.to_string()),
+        None => Config::from_toml_with_env(DEFAULT_TOML, "<embedded default>", env),
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-            Config::from_toml_with_env(&text, path, env).map_err(|e| e.to_string())
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Unreadable { path: path.to_string(), source })?;
+            Config::from_toml_with_env(&text, path, env)
         }
     }
 }
@@ -169,7 +168,7 @@ fn main() -> ExitCode {
     let server = match Server::start(&config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsedge: cannot start on {}: {e}", config.server.listen);
+            eprintln!("wsedge: cannot start: {e}");
             return ExitCode::from(1);
         }
     };
