@@ -1,11 +1,19 @@
 //! Starting and stopping a set of workers: one SO_REUSEPORT listener per
 //! worker on the same address, so the kernel spreads new connections over
 //! the workers and accepting never serialises them.
+//!
+//! A worker thread that panics is caught where it is spawned: the panic is
+//! logged with the worker's index and message, recorded for
+//! [`Server::panicked_worker`], and [`Server::join`] stops waiting for the
+//! other workers (they would wait forever for the dead one's drain). The
+//! binary then exits with status 70 so a supervisor restarts the process.
 
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -54,6 +62,53 @@ fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), StartEr
 /// Listen backlog per worker listener.
 const BACKLOG: i32 = 4096;
 
+/// Test-only: makes one worker thread panic, so tests can check that a dead
+/// worker stops the process instead of hanging it. `N` panics worker `N` as
+/// it starts; `N@drain` makes worker `N` (which then serves nothing) panic
+/// when graceful shutdown begins, before it reports its drain. Read once by
+/// [`Server::start`]; nothing a client sends can reach it. Never set it in
+/// production.
+pub const TEST_PANIC_WORKER_ENV: &str = "WSEDGE_TEST_PANIC_WORKER";
+
+/// A worker thread that ended in a panic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerPanic {
+    /// The worker's index (its thread is `wsedge-worker-INDEX`).
+    pub index: usize,
+    /// The panic message.
+    pub message: String,
+}
+
+/// When the test-only trigger makes a worker panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TestPanic {
+    /// As the thread starts.
+    AtStart,
+    /// When graceful shutdown begins.
+    AtDrain,
+}
+
+/// Parses [`TEST_PANIC_WORKER_ENV`]: `N` or `N@drain`.
+fn test_panic_trigger(value: Option<String>) -> Option<(usize, TestPanic)> {
+    let value = value?;
+    match value.split_once('@') {
+        Some((n, "drain")) => Some((n.parse().ok()?, TestPanic::AtDrain)),
+        None => Some((value.parse().ok()?, TestPanic::AtStart)),
+        Some(_) => None,
+    }
+}
+
+/// The text of a panic payload (`panic!` makes a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not text)".to_string()
+    }
+}
+
 struct Handle {
     control: Sender<Control>,
     waker: Arc<Waker>,
@@ -67,6 +122,10 @@ pub struct Server {
     tls_addr: Option<SocketAddr>,
     workers: Vec<Handle>,
     shutting_down: Arc<AtomicBool>,
+    /// Each worker thread sends its index here as it ends.
+    exits: Receiver<usize>,
+    /// The first worker that panicked.
+    panicked: Arc<OnceLock<WorkerPanic>>,
 }
 
 /// A cloneable handle that can start a graceful shutdown from any thread
@@ -160,6 +219,9 @@ impl Server {
             tls_listeners.resize_with(count, || None);
         }
         let mut tls_listeners = tls_listeners.into_iter();
+        let test_panic = test_panic_trigger(std::env::var(TEST_PANIC_WORKER_ENV).ok());
+        let (exit_tx, exits) = mpsc::channel();
+        let panicked = Arc::new(OnceLock::new());
         let shutting_down = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicUsize::new(count));
         let mut workers = Vec::with_capacity(count);
@@ -177,9 +239,35 @@ impl Server {
                 ShutdownFlags { started: shutting_down.clone(), draining: draining.clone() },
             )
             .map_err(|source| StartError::Worker { index, source })?;
+            let trigger = test_panic.filter(|(n, _)| *n == index).map(|(_, when)| when);
+            let (exit_tx, panicked) = (exit_tx.clone(), panicked.clone());
+            let started = shutting_down.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("wsedge-worker-{index}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    let outcome =
+                        std::panic::catch_unwind(AssertUnwindSafe(move || match trigger {
+                            Some(TestPanic::AtStart) => {
+                                panic!("test-only panic ({TEST_PANIC_WORKER_ENV}={index})")
+                            }
+                            Some(TestPanic::AtDrain) => {
+                                drop(worker);
+                                while !started.load(Ordering::SeqCst) {
+                                    std::thread::sleep(Duration::from_millis(10));
+                                }
+                                panic!("test-only panic ({TEST_PANIC_WORKER_ENV}={index}@drain)")
+                            }
+                            None => worker.run(),
+                        }));
+                    let result = outcome.unwrap_or_else(|payload| {
+                        let message = panic_message(&*payload);
+                        log::error!("worker {index} panicked: {message}");
+                        let _ = panicked.set(WorkerPanic { index, message: message.clone() });
+                        Err(io::Error::other(format!("worker {index} panicked: {message}")))
+                    });
+                    let _ = exit_tx.send(index);
+                    result
+                })
                 .map_err(|source| StartError::Worker { index, source })?;
             let peer = &peers[index];
             workers.push(Handle {
@@ -188,7 +276,7 @@ impl Server {
                 thread: Some(thread),
             });
         }
-        Ok(Server { addr, metrics_addr, tls_addr, workers, shutting_down })
+        Ok(Server { addr, metrics_addr, tls_addr, workers, shutting_down, exits, panicked })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -223,6 +311,13 @@ impl Server {
     pub fn worker_died(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
             && self.workers.iter().any(|w| w.thread.as_ref().is_some_and(|t| t.is_finished()))
+    }
+
+    /// The first worker thread that panicked, if any. The other workers
+    /// may never finish after that (graceful shutdown waits for every
+    /// worker's drain), so the process should stop.
+    pub fn panicked_worker(&self) -> Option<&WorkerPanic> {
+        self.panicked.get()
     }
 
     /// True once every worker has exited.
@@ -272,15 +367,25 @@ impl Server {
         self.join()
     }
 
-    /// Waits for every worker to exit.
+    /// Waits for every worker to exit. If a worker panics, stops waiting
+    /// at once and returns what the workers joined so far reported: the
+    /// others may never finish (see [`Server::panicked_worker`]).
     pub fn join(&mut self) -> Stats {
         let mut total = Stats::default();
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
+        let mut left = self.workers.iter().filter(|w| w.thread.is_some()).count();
+        while left > 0 {
+            if let Some(p) = self.panicked.get() {
+                log::error!("not waiting for the other workers: worker {} panicked", p.index);
+                break;
+            }
+            // Every thread sends its index as it ends, a panicking one too.
+            let Ok(index) = self.exits.recv() else { break };
+            if let Some(t) = self.workers.get_mut(index).and_then(|w| w.thread.take()) {
+                left -= 1;
                 match t.join() {
                     Ok(Ok(s)) => total.merge(&s),
-                    Ok(Err(e)) => log::error!("worker failed: {e}"),
-                    Err(_) => log::error!("worker panicked"),
+                    Ok(Err(e)) => log::error!("worker {index} failed: {e}"),
+                    Err(_) => log::error!("worker {index} panicked"),
                 }
             }
         }
@@ -300,6 +405,22 @@ impl Drop for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_panic_trigger_is_parsed_strictly() {
+        assert_eq!(test_panic_trigger(None), None);
+        assert_eq!(test_panic_trigger(Some("1".into())), Some((1, TestPanic::AtStart)));
+        assert_eq!(test_panic_trigger(Some("0@drain".into())), Some((0, TestPanic::AtDrain)));
+        assert_eq!(test_panic_trigger(Some("x".into())), None);
+        assert_eq!(test_panic_trigger(Some("1@later".into())), None);
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_str_and_string_payloads() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert!(panic_message(&42u8).contains("not text"));
+    }
 
     /// Workers skip the per-connection setsockopt when accepted sockets
     /// inherit TCP_NODELAY from the listener; small frames must never wait

@@ -26,6 +26,10 @@ OPTIONS:
 Flags override the config file, which overrides the embedded default.
 Logging: RUST_LOG=debug|info|warn (default info).";
 
+/// Exit status when a worker thread panicked or stopped on its own
+/// (EX_SOFTWARE in sysexits.h): the process is broken, restart it.
+const EXIT_WORKER_DIED: u8 = 70;
+
 struct Args {
     listen: Option<SocketAddr>,
     workers: Option<usize>,
@@ -229,9 +233,20 @@ fn main() -> ExitCode {
     let mut last = (std::time::Instant::now(), server.stats());
     while !server.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        // A dead worker never reports its drain, so waiting for the others
+        // would hang; exit so a supervisor restarts the process. Clients of
+        // the other workers get no close frame (README, "Operations").
+        if let Some(dead) = server.panicked_worker() {
+            log::error!(
+                "worker {} panicked ({}); exiting with status {EXIT_WORKER_DIED} without draining",
+                dead.index,
+                dead.message
+            );
+            std::process::exit(EXIT_WORKER_DIED.into());
+        }
         if server.worker_died() {
-            log::error!("a worker stopped unexpectedly; exiting");
-            std::process::exit(70);
+            log::error!("a worker stopped unexpectedly; exiting with status {EXIT_WORKER_DIED}");
+            std::process::exit(EXIT_WORKER_DIED.into());
         }
         if !summary.is_zero() && last.0.elapsed() >= summary {
             let now = std::time::Instant::now();
