@@ -61,8 +61,8 @@ fn a_worker_that_panics_during_graceful_shutdown_does_not_hang_the_process() {
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert!(line.contains("listening"), "{line}");
-    // SAFETY: kill(2) with a child's pid (still ours: not yet waited for)
-    // and a valid signal number touches no memory.
+    // SAFETY: kill(2) takes plain integers and touches no memory; the pid is
+    // our child's, not yet waited for, so it cannot name another process.
     let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(sent, 0);
     let status = exit_status(&mut child);
