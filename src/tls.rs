@@ -78,7 +78,7 @@ pub fn load_server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerC
     }
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|source| TlsError::KeyUnreadable { path: key_path.to_owned(), source })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Protocols)?
