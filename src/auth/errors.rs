@@ -243,3 +243,31 @@ pub(super) const WRONG_AUD: AuthError =
     AuthError::new(AuthErrorKind::WrongAudience, "wrong token audience");
 pub(super) const UNKNOWN_KEY: AuthError =
     AuthError::new(AuthErrorKind::UnknownKey, "unknown API key");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn www_authenticate_and_labels() {
+        let cases = [
+            (EXPIRED, "expired"),
+            (NOT_YET, "not_yet_valid"),
+            (BAD_SIG, "bad_signature"),
+            (BAD_ALG, "bad_algorithm"),
+            (WRONG_ISS, "wrong_issuer"),
+            (WRONG_AUD, "wrong_audience"),
+            (UNKNOWN_KEY, "unknown_key"),
+            (MALFORMED, "invalid"),
+            (MISSING, "missing"),
+        ];
+        for (e, label) in cases {
+            assert_eq!(e.metric_label(), label);
+            assert!(!e.reason.contains('"') && !e.reason.contains('\n'));
+        }
+        assert_eq!(
+            EXPIRED.www_authenticate(),
+            r#"Bearer realm="wsedge", error="invalid_token", error_description="token expired""#
+        );
+    }
+}

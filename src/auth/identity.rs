@@ -120,3 +120,15 @@ impl Identity {
         self.publish_api
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_size() {
+        let size = std::mem::size_of::<Identity>();
+        println!("size_of::<Identity>() = {size} bytes");
+        assert!(size <= 32, "{size}");
+    }
+}
