@@ -7,6 +7,8 @@
 //! and returns actions; only [`worker`] touches sockets. Frames are decoded by
 //! tungstenite over the in-memory [`stream`].
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod config;
 pub mod conn;

@@ -202,8 +202,9 @@ impl Stats {
 pub struct ProcessInfo {
     /// Resident set size, bytes.
     pub rss_bytes: u64,
-    /// Open file descriptors.
-    pub open_fds: u64,
+    /// Open file descriptors; `None` where the kernel cannot count them
+    /// cheaply (see [`open_fds`]), and then the metric is left out.
+    pub open_fds: Option<u64>,
     /// True once graceful shutdown has started.
     pub shutting_down: bool,
 }
@@ -219,9 +220,19 @@ impl ProcessInfo {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
             .unwrap_or(0);
-        let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
-        ProcessInfo { rss_bytes: rss_kib * 1024, open_fds, shutting_down }
+        ProcessInfo { rss_bytes: rss_kib * 1024, open_fds: open_fds(), shutting_down }
     }
+}
+
+/// This process's open descriptors, in O(1): since Linux 6.2 the size that
+/// `stat` reports for `/proc/self/fd` is the number of open descriptors.
+/// This runs on a worker thread at every scrape, so it must not scan the
+/// directory (one entry per descriptor: at a million connections that
+/// stalls the loop). Older kernels report size 0; then the count is
+/// unavailable (`None`) rather than scanned, and `/metrics` leaves
+/// `wsedge_process_open_fds` out.
+pub fn open_fds() -> Option<u64> {
+    std::fs::metadata("/proc/self/fd").ok().map(|m| m.len()).filter(|&n| n > 0)
 }
 
 /// Renders every worker's counters in the Prometheus text format (0.0.4).
@@ -339,8 +350,10 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
     let _ = writeln!(out, "wsedge_ping_rtt_seconds_count {cumulative}");
     metric(&mut out, "wsedge_process_resident_memory_bytes", "gauge", "Resident set size.");
     let _ = writeln!(out, "wsedge_process_resident_memory_bytes {}", process.rss_bytes);
-    metric(&mut out, "wsedge_process_open_fds", "gauge", "Open file descriptors.");
-    let _ = writeln!(out, "wsedge_process_open_fds {}", process.open_fds);
+    if let Some(fds) = process.open_fds {
+        metric(&mut out, "wsedge_process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(out, "wsedge_process_open_fds {fds}");
+    }
     metric(&mut out, "wsedge_shutting_down", "gauge", "1 once graceful shutdown has started.");
     let _ = writeln!(out, "wsedge_shutting_down {}", u8::from(process.shutting_down));
     out
@@ -377,5 +390,14 @@ mod tests {
             let v = l.rsplit(' ').next().unwrap();
             assert!(v.parse::<f64>().is_ok(), "{l}");
         }
+    }
+
+    #[test]
+    fn open_fds_is_left_out_when_unavailable() {
+        let text = render_prometheus(&[Stats::default()], &ProcessInfo::default());
+        assert!(!text.contains("wsedge_process_open_fds"), "{text}");
+        let info = ProcessInfo { open_fds: Some(17), ..ProcessInfo::default() };
+        let text = render_prometheus(&[Stats::default()], &info);
+        assert!(text.lines().any(|l| l == "wsedge_process_open_fds 17"), "{text}");
     }
 }

@@ -15,25 +15,80 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
+/// Why the TLS listener's certificate and key cannot be used. Each error
+/// names the config field and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file cannot be opened or read.
+    #[error("tls.cert {path}: cannot read certificates: {source}")]
+    CertUnreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A PEM section in the certificate file does not decode.
+    #[error("tls.cert {path}: bad PEM: {source}")]
+    CertBadPem {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("tls.cert {path}: no certificate found")]
+    NoCertificate {
+        /// The file.
+        path: String,
+    },
+    /// The key file cannot be read or holds no private key.
+    #[error("tls.key {path}: cannot read a private key: {source}")]
+    KeyUnreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The crypto provider does not support TLS 1.2 and 1.3.
+    #[error("tls: {0}")]
+    Protocols(#[source] rustls::Error),
+    /// The private key does not belong to the certificate, or is of a kind
+    /// rustls cannot sign with.
+    #[error("tls.key {key}: does not fit tls.cert {cert}: {source}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+}
+
 /// Loads the certificate chain and private key and builds the server config.
 /// Errors name the file and say what is wrong with it.
-pub fn load_server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerConfig>, String> {
+pub fn load_server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let path = || cert_path.to_owned();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| format!("tls.cert {cert_path}: cannot read certificates: {e}"))?
+        .map_err(|source| TlsError::CertUnreadable { path: path(), source })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.cert {cert_path}: bad PEM: {e}"))?;
+        .map_err(|source| TlsError::CertBadPem { path: path(), source })?;
     if certs.is_empty() {
-        return Err(format!("tls.cert {cert_path}: no certificate found"));
+        return Err(TlsError::NoCertificate { path: path() });
     }
     let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| format!("tls.key {key_path}: cannot read a private key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+        .map_err(|source| TlsError::KeyUnreadable { path: key_path.to_owned(), source })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("tls: {e}"))?
+        .map_err(TlsError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls.key {key_path}: does not fit tls.cert {cert_path}: {e}"))?;
+        .map_err(|source| TlsError::KeyMismatch {
+            cert: path(),
+            key: key_path.to_owned(),
+            source,
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

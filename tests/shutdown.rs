@@ -58,6 +58,8 @@ fn sigterm_closes_every_client_with_1001_and_exits_within_the_drain_deadline() {
     assert_eq!(ack["type"], "ack");
 
     let started = Instant::now();
+    // SAFETY: kill(2) takes plain integers and touches no memory; the pid is
+    // our child's, not yet waited for, so it cannot name another process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 
     for s in subs.iter_mut() {
@@ -96,6 +98,8 @@ fn clients_that_never_answer_are_dropped_at_the_drain_deadline() {
     let (mut child, addr) =
         spawn(&["--listen", "127.0.0.1:0", "--workers", "1", "--config", cfg.to_str().unwrap()]);
     let mut silent = Raw::upgrade(addr, "/echo");
+    // SAFETY: kill(2) takes plain integers and touches no memory; the pid is
+    // our child's, not yet waited for, so it cannot name another process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(silent.read_until_close().and_then(|f| f.close_code()), Some(1001));
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exited at the deadline");

@@ -55,7 +55,7 @@ impl Pki {
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -165,13 +165,20 @@ fn openssl_s_client_negotiates_tls13() {
 #[test]
 fn bad_certificate_or_key_files_stop_start_up_naming_the_file() {
     let pki = Pki::new("bad");
-    let cases = [
-        (pki.path("missing.pem"), pki.path("key.pem"), "missing.pem"),
-        (pki.path("cert.pem"), pki.path("missing-key.pem"), "missing-key.pem"),
-        (pki.path("key.pem"), pki.path("key.pem"), "key.pem"),
-        (pki.path("cert.pem"), pki.path("other-key.pem"), "other-key.pem"),
+    use wsedge::server::StartError;
+    use wsedge::tls::TlsError;
+    let unreadable = |e: &TlsError| matches!(e, TlsError::CertUnreadable { .. });
+    let no_key = |e: &TlsError| matches!(e, TlsError::KeyUnreadable { .. });
+    let no_cert = |e: &TlsError| matches!(e, TlsError::NoCertificate { .. });
+    let mismatch = |e: &TlsError| matches!(e, TlsError::KeyMismatch { .. });
+    type Expected = fn(&TlsError) -> bool;
+    let cases: [(String, String, &str, Expected); 4] = [
+        (pki.path("missing.pem"), pki.path("key.pem"), "missing.pem", unreadable),
+        (pki.path("cert.pem"), pki.path("missing-key.pem"), "missing-key.pem", no_key),
+        (pki.path("key.pem"), pki.path("key.pem"), "key.pem", no_cert),
+        (pki.path("cert.pem"), pki.path("other-key.pem"), "other-key.pem", mismatch),
     ];
-    for (cert, key, named) in cases {
+    for (cert, key, named, expected) in cases {
         let c = config(1, |c| {
             c.tls.listen = "127.0.0.1:0".into();
             c.tls.cert = cert.clone();
@@ -179,8 +186,10 @@ fn bad_certificate_or_key_files_stop_start_up_naming_the_file() {
         });
         let err = match wsedge::Server::start(&c) {
             Ok(_) => panic!("started with cert {cert} key {key}"),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
+        assert!(matches!(&err, StartError::Tls(e) if expected(e)), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains(named), "{err}");
     }
 }

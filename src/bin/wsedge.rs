@@ -1,10 +1,11 @@
 //! The wsedge server binary: arguments, config loading, start-up.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wsedge::config::{Config, DEFAULT_TOML};
+use wsedge::config::{Config, ConfigError, DEFAULT_TOML};
 use wsedge::Server;
 
 const USAGE: &str = "\
@@ -24,14 +25,21 @@ OPTIONS:
     -h, --help                this help
 
 Flags override the config file, which overrides the embedded default.
+A value may follow its flag or be attached with =, e.g. --workers=4.
 Logging: RUST_LOG=debug|info|warn (default info).";
 
+/// Exit status when a worker thread panicked or stopped on its own
+/// (EX_SOFTWARE in sysexits.h): the process is broken, restart it.
+const EXIT_WORKER_DIED: u8 = 70;
+
+#[derive(Debug, Default, PartialEq)]
 struct Args {
     listen: Option<SocketAddr>,
     workers: Option<usize>,
     config: Option<String>,
 }
 
+#[derive(Debug, PartialEq)]
 enum Command {
     Run(Args),
     PrintDefault,
@@ -39,30 +47,34 @@ enum Command {
     Help,
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args { listen: None, workers: None, config: None };
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--print-default-config" => return Ok(Command::PrintDefault),
-            "--check-config" => return Ok(Command::Check(value("--check-config")?)),
-            "--listen" => {
-                let v = value("--listen")?;
-                args.listen =
-                    Some(v.parse().map_err(|_| format!("--listen: '{v}' is not ADDR:PORT"))?);
+/// Parses the arguments after the program name. `--help`,
+/// `--print-default-config` and `--check-config FILE` end parsing; values
+/// may follow their flag as the next argument or after `=`.
+fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(argv);
+    let mut args = Args::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("print-default-config") => return Ok(Command::PrintDefault),
+            Long("check-config") => return Ok(Command::Check(parser.value()?.string()?)),
+            Long("listen") => {
+                let v = parser.value()?.string()?;
+                let addr = v.parse().map_err(|_| format!("--listen: '{v}' is not ADDR:PORT"))?;
+                args.listen = Some(addr);
             }
-            "--workers" => {
-                let v = value("--workers")?;
+            Long("workers") => {
+                let v = parser.value()?.string()?;
                 let n: usize =
                     v.parse().map_err(|_| format!("--workers: '{v}' is not a number"))?;
                 if n == 0 || n > 1024 {
-                    return Err(format!("--workers: {n} is out of range 1..=1024"));
+                    return Err(format!("--workers: {n} is out of range 1..=1024").into());
                 }
                 args.workers = Some(n);
             }
-            "--config" => args.config = Some(value("--config")?),
-            other => return Err(format!("unknown argument '{other}'")),
+            Long("config") => args.config = Some(parser.value()?.string()?),
+            _ => return Err(arg.unexpected()),
         }
     }
     Ok(Command::Run(args))
@@ -72,14 +84,13 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn load_config(path: Option<&str>) -> Result<Config, String> {
+fn load_config(path: Option<&str>) -> Result<Config, ConfigError> {
     match path {
-        None => Config::from_toml_with_env(DEFAULT_TOML, "<embedded default>", env)
-            .map_err(|e| e.to_string()),
+        None => Config::from_toml_with_env(DEFAULT_TOML, "<embedded default>", env),
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-            Config::from_toml_with_env(&text, path, env).map_err(|e| e.to_string())
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Unreadable { path: path.to_string(), source })?;
+            Config::from_toml_with_env(&text, path, env)
         }
     }
 }
@@ -123,7 +134,7 @@ fn return_large_allocations_to_the_kernel() {
 fn main() -> ExitCode {
     return_large_allocations_to_the_kernel();
     init_logging();
-    let command = match parse_args(std::env::args().skip(1)) {
+    let command = match parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wsedge: {e}\n\n{USAGE}");
@@ -169,7 +180,7 @@ fn main() -> ExitCode {
     let server = match Server::start(&config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsedge: cannot start on {}: {e}", config.server.listen);
+            eprintln!("wsedge: cannot start: {e}");
             return ExitCode::from(1);
         }
     };
@@ -230,9 +241,20 @@ fn main() -> ExitCode {
     let mut last = (std::time::Instant::now(), server.stats());
     while !server.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        // A dead worker never reports its drain, so waiting for the others
+        // would hang; exit so a supervisor restarts the process. Clients of
+        // the other workers get no close frame (README, "Operations").
+        if let Some(dead) = server.panicked_worker() {
+            log::error!(
+                "worker {} panicked ({}); exiting with status {EXIT_WORKER_DIED} without draining",
+                dead.index,
+                dead.message
+            );
+            std::process::exit(EXIT_WORKER_DIED.into());
+        }
         if server.worker_died() {
-            log::error!("a worker stopped unexpectedly; exiting");
-            std::process::exit(70);
+            log::error!("a worker stopped unexpectedly; exiting with status {EXIT_WORKER_DIED}");
+            std::process::exit(EXIT_WORKER_DIED.into());
         }
         if !summary.is_zero() && last.0.elapsed() >= summary {
             let now = std::time::Instant::now();
@@ -252,4 +274,42 @@ fn main() -> ExitCode {
     let stats = server.join();
     log::info!("stopped: {} connections served, {} messages in", stats.accepted, stats.msgs_in);
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(OsString::from)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_flag_parses_with_a_separate_or_an_attached_value() {
+        let want = Args {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            workers: Some(3),
+            config: Some("c.toml".into()),
+        };
+        let separate = ["--listen", "127.0.0.1:9000", "--workers", "3", "--config", "c.toml"];
+        assert_eq!(parse(&separate), Ok(Command::Run(want)));
+        let attached = parse(&["--listen=127.0.0.1:9000", "--workers=3", "--config=c.toml"]);
+        assert!(matches!(attached, Ok(Command::Run(Args { workers: Some(3), .. }))));
+        assert_eq!(parse(&[]), Ok(Command::Run(Args::default())));
+        assert_eq!(parse(&["--print-default-config"]), Ok(Command::PrintDefault));
+        assert_eq!(parse(&["--check-config", "f.toml"]), Ok(Command::Check("f.toml".into())));
+        assert_eq!(parse(&["--workers", "2", "-h"]), Ok(Command::Help));
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let err = |args: &[&str]| parse(args).unwrap_err();
+        assert!(err(&["--lisen", "x"]).contains("--lisen"));
+        assert!(err(&["--listen", "nowhere"]).contains("'nowhere' is not ADDR:PORT"));
+        assert!(err(&["--workers", "0"]).contains("out of range"));
+        assert!(err(&["--workers", "many"]).contains("not a number"));
+        assert!(err(&["--config"]).contains("--config"));
+        assert!(err(&["stray"]).contains("stray"));
+    }
 }

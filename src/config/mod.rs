@@ -4,7 +4,6 @@
 //! Pure: this module parses text it is given. Reading files, the environment
 //! and command-line flags is the binary's job.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -353,33 +352,102 @@ impl Default for WriteQueueConfig {
     }
 }
 
-/// A configuration file that cannot be used, with where and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file (or `<embedded default>`).
-    pub source_name: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// Dotted field path, e.g. `server.workers`, when known.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
+/// A configuration file that cannot be used, with where and why. Displayed
+/// as one line starting with the file and line: `my.toml:3: field
+/// \`server.workers\`: ...`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not TOML, or a key is unknown or has the wrong type.
+    #[error("{}: {message}", at(source_name, *line, field.as_deref()))]
+    Syntax {
+        /// The file (or `<embedded default>`).
+        source_name: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// Dotted field path, e.g. `server.workers`, when known.
+        field: Option<String>,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// The text parsed, but a value cannot be used.
+    #[error("{}: {source}", at(source_name, *line, None))]
+    Invalid {
+        /// The file (or `<embedded default>`).
+        source_name: String,
+        /// 1-based line of the field, when it is set in the file.
+        line: Option<usize>,
+        /// Which value and why.
+        source: InvalidConfig,
+    },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.source_name)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
+impl ConfigError {
+    /// 1-based line in the file, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Unreadable { .. } => None,
+            ConfigError::Syntax { line, .. } | ConfigError::Invalid { line, .. } => *line,
         }
-        if let Some(field) = &self.field {
-            write!(f, ": field `{field}`")?;
+    }
+
+    /// The dotted field at fault (`server.workers`, `auth.api_keys[1].key`),
+    /// when known.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            ConfigError::Unreadable { .. } => None,
+            ConfigError::Syntax { field, .. } => field.clone(),
+            ConfigError::Invalid { source, .. } => Some(source.field()),
         }
-        write!(f, ": {}", self.message)
     }
 }
 
-impl std::error::Error for ConfigError {}
+/// `file:line: field \`x\``, the parts that are known.
+fn at(source_name: &str, line: Option<usize>, field: Option<&str>) -> String {
+    let mut s = source_name.to_string();
+    if let Some(line) = line {
+        s += &format!(":{line}");
+    }
+    if let Some(field) = field {
+        s += &format!(": field `{field}`");
+    }
+    s
+}
+
+/// A configuration that parsed but cannot be used: what
+/// [`Config::validate`] finds.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    /// A value is out of its range, malformed, or does not fit another field.
+    #[error("field `{field}`: {message}")]
+    BadValue {
+        /// Dotted field path, e.g. `write_queue.high_water_bytes`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The `[auth]` section is refused (short secret, unreadable key file,
+    /// bad pattern, duplicate API key, ...).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+}
+
+impl InvalidConfig {
+    /// The dotted field at fault.
+    pub fn field(&self) -> String {
+        match self {
+            InvalidConfig::BadValue { field, .. } => field.clone(),
+            InvalidConfig::Auth(e) => e.field(),
+        }
+    }
+}
 
 impl Config {
     /// Parses and validates TOML text; `source_name` appears in errors.
@@ -401,24 +469,24 @@ impl Config {
             let field = field_from_message(&message).or_else(|| {
                 e.span().map(|span| key_at(text, span.start)).filter(|k| !k.is_empty())
             });
-            ConfigError { source_name: source_name.to_string(), line, field, message }
+            ConfigError::Syntax { source_name: source_name.to_string(), line, field, message }
         })?;
         if let Some(secret) = env("WSEDGE_JWT_SECRET").filter(|s| !s.is_empty()) {
             config.auth.jwt_hs256_secret = secret;
         }
-        config.validate().map_err(|(field, message)| ConfigError {
+        config.validate().map_err(|source| ConfigError::Invalid {
             source_name: source_name.to_string(),
-            line: find_field_line(text, &field),
-            field: Some(field),
-            message,
+            line: find_field_line(text, &source.field()),
+            source,
         })?;
         Ok(config)
     }
 
-    /// Range checks that the types alone cannot express.
-    /// On failure: (dotted field, message).
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |f: &str, m: String| Err((f.to_string(), m));
+    /// Range checks that the types alone cannot express, and the `[auth]`
+    /// section as the authenticator will build it (which reads its key file).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let err =
+            |f: &str, m: String| Err(InvalidConfig::BadValue { field: f.to_string(), message: m });
         if self.server.workers > 1024 {
             return err(
                 "server.workers",
@@ -434,15 +502,7 @@ impl Config {
                 return err(field, "a route path must start with '/'".into());
             }
         }
-        if let Err(e) = crate::auth::Authenticator::new(&self.auth) {
-            // The message starts with the field ("auth.api_keys[0].key: ...").
-            let (field, message) = match e.split_once(": ") {
-                Some((f, m)) if f.starts_with("auth.") => (f.to_string(), m.to_string()),
-                _ => ("auth".to_string(), e.clone()),
-            };
-            let field = field.split('[').next().unwrap_or("auth").to_string();
-            return err(&field, message);
-        }
+        crate::auth::Authenticator::new(&self.auth)?;
         if !self.tls.listen.is_empty() {
             if self.tls.listen_addr().is_none() {
                 return err("tls.listen", format!("'{}' is not ADDR:PORT", self.tls.listen));
@@ -567,17 +627,32 @@ fn field_from_message(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-/// Line where `table.key` is set, for range errors found after parsing.
+/// Line where `table.key` is set, for range errors found after parsing. An
+/// entry of an array of tables is named with its index:
+/// `auth.api_keys[1].key` is `key` in the second `[[auth.api_keys]]`.
 fn find_field_line(text: &str, field: &str) -> Option<usize> {
     let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
+    let (table, index) = match table.strip_suffix(']').and_then(|t| t.split_once('[')) {
+        Some((t, i)) => (t, Some(i.parse::<usize>().ok()?)),
+        None => (table, None),
+    };
     let mut current = String::new();
+    let mut seen = 0;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|t| t.strip_suffix("]]")) {
+            current = name.trim().to_string();
+            if current == table {
+                seen += 1;
+            }
+            continue;
+        }
         if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
             current = name.trim().to_string();
             continue;
         }
-        if current == table {
+        let entry_matches = index.is_none_or(|n| seen == n + 1);
+        if current == table && entry_matches {
             if let Some((k, _)) = t.split_once('=') {
                 if k.trim() == key {
                     return Some(i + 1);
@@ -591,6 +666,7 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthConfigError;
 
     #[test]
     fn embedded_default_parses_to_the_builtin_defaults() {
@@ -602,8 +678,9 @@ mod tests {
     fn unknown_field_names_line_and_field() {
         let text = "[server]\nlisten = \"127.0.0.1:1\"\nwrokers = 2\n";
         let e = Config::from_toml(text, "my.toml").unwrap_err();
-        assert_eq!(e.line, Some(3));
-        assert_eq!(e.field.as_deref(), Some("wrokers"));
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+        assert_eq!(e.line(), Some(3));
+        assert_eq!(e.field().as_deref(), Some("wrokers"));
         assert!(e.to_string().starts_with("my.toml:3"), "{e}");
     }
 
@@ -611,16 +688,22 @@ mod tests {
     fn wrong_type_names_line_and_field() {
         let text = "[server]\n\nworkers = \"many\"\n";
         let e = Config::from_toml(text, "c.toml").unwrap_err();
-        assert_eq!(e.line, Some(3));
-        assert_eq!(e.field.as_deref(), Some("server.workers"));
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+        assert_eq!(e.line(), Some(3));
+        assert_eq!(e.field().as_deref(), Some("server.workers"));
     }
 
     #[test]
     fn out_of_range_names_line_and_field() {
         let text = "[write_queue]\nmax_bytes = 4096\nhigh_water_bytes = 8192\n";
         let e = Config::from_toml(text, "c.toml").unwrap_err();
-        assert_eq!(e.line, Some(3));
-        assert_eq!(e.field.as_deref(), Some("write_queue.high_water_bytes"));
+        assert!(
+            matches!(e, ConfigError::Invalid { source: InvalidConfig::BadValue { .. }, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.line(), Some(3));
+        assert_eq!(e.field().as_deref(), Some("write_queue.high_water_bytes"));
+        assert!(e.to_string().starts_with("c.toml:3: field `write_queue.high_water_bytes`: "));
     }
 
     #[test]
@@ -633,7 +716,38 @@ mod tests {
         assert_eq!(c.auth.jwt_hs256_secret, secret);
         // A too-short secret from the environment is refused like one in the file.
         let e = Config::from_toml_with_env("", "c", |_| Some("short".into())).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("auth.jwt_hs256_secret"));
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    source: InvalidConfig::Auth(AuthConfigError::Hs256SecretTooShort { len: 5 }),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.field().as_deref(), Some("auth.jwt_hs256_secret"));
+    }
+
+    #[test]
+    fn auth_errors_name_the_line_of_the_api_key_entry() {
+        let text = "[auth]\nrequired = true\n\n[[auth.api_keys]]\nname = \"a\"\nkey = \"k-1\"\n\n\
+                    [[auth.api_keys]]\nname = \"b\"\nkey = \"k-1\"\n";
+        let e = Config::from_toml(text, "keys.toml").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ConfigError::Invalid {
+                    source: InvalidConfig::Auth(AuthConfigError::ApiKeyReused { index: 1, name }),
+                    ..
+                } if name == "b"
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.field().as_deref(), Some("auth.api_keys[1].key"));
+        assert_eq!(e.line(), Some(10));
+        assert!(e.to_string().starts_with("keys.toml:10: auth.api_keys[1].key: same key"), "{e}");
+        assert!(!e.to_string().contains("k-1"), "never the key itself: {e}");
     }
 
     #[test]
