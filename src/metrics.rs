@@ -124,6 +124,9 @@ pub struct Stats {
     pub subscriptions: u64,
     /// Gauge, filled in snapshots: bytes queued for clients, not yet written.
     pub queued_bytes: u64,
+    /// Bytes of pub/sub traffic sent to this worker and not yet handled
+    /// (gauge).
+    pub bus_bytes: u64,
     /// Ping round trips: counts per bucket of [`PING_RTT_BOUNDS_MS`] (+Inf last).
     pub ping_rtt_buckets: [u64; PING_RTT_BOUNDS_MS.len() + 1],
     /// Sum of ping round trips, milliseconds.
@@ -184,6 +187,7 @@ impl Stats {
         self.rooms += other.rooms;
         self.subscriptions += other.subscriptions;
         self.queued_bytes += other.queued_bytes;
+        self.bus_bytes += other.bus_bytes;
         for (a, b) in self.closes.iter_mut().zip(other.closes.iter()) {
             *a += b;
         }
@@ -253,6 +257,15 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
         let _ = writeln!(body, "wsedge_connections_open{{worker=\"{i}\"}} {}", w.open);
     }
     out.push_str(&body);
+    metric(
+        &mut out,
+        "wsedge_bus_queued_bytes",
+        "gauge",
+        "Pub/sub bytes sent to a worker by the others and not yet handled, per worker.",
+    );
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(out, "wsedge_bus_queued_bytes{{worker=\"{i}\"}} {}", w.bus_bytes);
+    }
     let simple: [(&str, &str, &str, u64); 14] = [
         (
             "wsedge_rate_limited_total",

@@ -25,7 +25,7 @@ use crate::conn::Settings;
 use crate::metrics::Stats;
 use crate::pubsub::broker::RoomHasher;
 use crate::tls::TlsError;
-use crate::worker::{Control, Listeners, Peer, Process, ShutdownFlags, Worker, TICK_MS};
+use crate::worker::{Bus, Control, Listeners, Peer, Process, ShutdownFlags, Worker, TICK_MS};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Why [`Server::start`] failed.
@@ -228,6 +228,7 @@ impl Server {
         let mut workers = Vec::with_capacity(count);
         // One salt for the process: every worker must agree on room owners.
         let hasher = RoomHasher::new();
+        let bus = Bus::new(count, config.pubsub.bus_budget_bytes);
         let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
         for (index, ((main, poll), rx)) in parts {
             let listeners =
@@ -241,6 +242,7 @@ impl Server {
                 Process {
                     peers: peers.clone(),
                     hasher: hasher.clone(),
+                    bus: bus.clone(),
                     shutdown: ShutdownFlags {
                         started: shutting_down.clone(),
                         draining: draining.clone(),

@@ -102,7 +102,12 @@ pub enum Control {
     /// Reply with a snapshot of the counters.
     Stats(Sender<Stats>),
     /// Pub/sub traffic from another worker's broker, for ours.
-    Bus(Vec<BusMsg>),
+    Bus {
+        /// The messages, in order.
+        msgs: Vec<BusMsg>,
+        /// Their cost, counted in the receiver's [`Bus`] slot until handled.
+        cost: usize,
+    },
     /// Graceful shutdown: the sender has processed everything it received
     /// before its shutdown order, and sent everything that caused.
     Barrier,
@@ -132,6 +137,39 @@ pub struct Process {
     pub hasher: RoomHasher,
     /// Shutdown state.
     pub shutdown: ShutdownFlags,
+    /// The bus budget and what is in flight to each worker.
+    pub bus: Bus,
+}
+
+/// The byte budget of the bus between workers. Each worker has a counter of
+/// the bytes sent to it and not yet handled: senders add a batch's cost when
+/// they send it, the receiver subtracts it once handled (one atomic add per
+/// batch, not per message). A worker whose traffic to some worker is over
+/// the budget stops reading from its pub/sub clients until it is not.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    in_flight: Arc<[AtomicUsize]>,
+    budget_bytes: usize,
+}
+
+impl Bus {
+    /// Counters for `workers` workers, each allowed `budget_bytes` in flight.
+    pub fn new(workers: usize, budget_bytes: usize) -> Bus {
+        Bus { in_flight: (0..workers).map(|_| AtomicUsize::new(0)).collect(), budget_bytes }
+    }
+
+    /// Bytes sent to `worker` and not yet handled.
+    pub fn in_flight(&self, worker: usize) -> usize {
+        self.in_flight.get(worker).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn sent(&self, worker: usize, cost: usize) {
+        self.in_flight[worker].fetch_add(cost, Ordering::Relaxed);
+    }
+
+    fn handled(&self, worker: usize, cost: usize) {
+        self.in_flight[worker].fetch_sub(cost, Ordering::Relaxed);
+    }
 }
 
 /// A way to reach one worker.
@@ -158,6 +196,8 @@ struct Slot {
     tls_sniffed: bool,
     /// Counted by the per-IP limiter (release on close).
     ip_counted: bool,
+    /// The peer's FIN was reported (no further readiness edge will come).
+    read_closed: bool,
 }
 
 /// A connection's writer: the socket, or TLS over it.
@@ -311,6 +351,10 @@ pub struct Worker {
     draining_until: Option<u64>,
     /// Rooms, subscriptions, sequencing and fan-out (sans-IO).
     broker: Broker,
+    /// The bus budget (shared with every worker).
+    bus: Bus,
+    /// Pub/sub connections not read while the bus was over budget.
+    bus_deferred: Vec<usize>,
     peers: Vec<Peer>,
     /// The worker's own messages for each other worker (barriers, stats
     /// queries); sent after the broker's batch for the same worker.
@@ -352,7 +396,7 @@ impl Worker {
         settings: Settings,
         process: Process,
     ) -> io::Result<Worker> {
-        let Process { peers, hasher, shutdown } = process;
+        let Process { peers, hasher, shutdown, bus } = process;
         let mut listener = TcpListener::from_std(listeners.main);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let admin = match listeners.admin {
@@ -406,6 +450,8 @@ impl Worker {
             gens: Vec::new(),
             draining_until: None,
             broker,
+            bus,
+            bus_deferred: Vec::new(),
             peers,
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
             metrics_queries: HashMap::new(),
@@ -430,7 +476,11 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         loop {
-            let timeout = if self.ready.is_empty() {
+            self.resume_bus_deferred();
+            let timeout = if !self.bus_deferred.is_empty() {
+                // Held back by the bus budget: look again soon.
+                Some(Duration::from_millis(1))
+            } else if self.ready.is_empty() {
                 let elapsed_ms = self.start.elapsed().as_millis() as u64;
                 Some(Duration::from_millis(TICK_MS - elapsed_ms % TICK_MS))
             } else {
@@ -512,10 +562,11 @@ impl Worker {
                 Ok(Control::Stats(reply)) => {
                     let _ = reply.send(self.snapshot());
                 }
-                Ok(Control::Bus(batch)) => {
-                    for msg in batch {
+                Ok(Control::Bus { msgs, cost }) => {
+                    for msg in msgs {
                         self.broker.handle_bus(msg, &mut self.core);
                     }
+                    self.bus.handled(self.index, cost);
                 }
                 Ok(Control::Barrier) => {
                     self.barriers += 1;
@@ -546,6 +597,7 @@ impl Worker {
         s.deliveries = b.deliveries;
         s.requests_refused = b.requests_refused;
         s.forbidden = b.forbidden;
+        s.bus_bytes = self.bus.in_flight(self.index) as u64;
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.outbox.len() as u64).sum();
         s
     }
@@ -555,14 +607,19 @@ impl Worker {
     /// barrier must follow every bus message sent before it).
     fn send_outgoing(&mut self) {
         for (w, own) in self.outgoing.iter_mut().enumerate() {
-            let batch = self.broker.poll_bus(w);
-            if batch.is_empty() && own.is_empty() {
+            let (msgs, cost) = self.broker.poll_bus(w);
+            if msgs.is_empty() && own.is_empty() {
                 continue;
             }
             let peer = &self.peers[w];
             let mut sent = true;
-            if !batch.is_empty() {
-                sent &= peer.tx.send(Control::Bus(batch)).is_ok();
+            if !msgs.is_empty() {
+                self.bus.sent(w, cost);
+                let ok = peer.tx.send(Control::Bus { msgs, cost }).is_ok();
+                if !ok {
+                    self.bus.handled(w, cost);
+                }
+                sent &= ok;
             }
             for msg in own.drain(..) {
                 sent &= peer.tx.send(msg).is_ok();
@@ -761,6 +818,7 @@ impl Worker {
             tls,
             tls_sniffed: false,
             ip_counted: false,
+            read_closed: false,
         });
         self.core.host.stats.accepted += 1;
         self.core.host.stats.open += 1;
@@ -788,6 +846,9 @@ impl Worker {
         let Some(slot) = self.core.conns.get_mut(key) else {
             return;
         };
+        if event.is_read_closed() {
+            slot.read_closed = true;
+        }
         if event.is_writable() {
             slot.writable = true;
             if slot.tls.is_some() {
@@ -838,6 +899,15 @@ impl Worker {
     }
 
     fn read_conn(&mut self, key: usize) {
+        let Some(slot) = self.core.conns.get(key) else {
+            return;
+        };
+        if slot.conn.route() == Some(Route::PubSub) && self.bus_over_budget() {
+            // Backpressure: what this client sends stays in its socket (and
+            // then in its own send buffer) until the bus has room.
+            self.bus_deferred.push(key);
+            return;
+        }
         let core = &mut self.core;
         let Some(slot) = core.conns.get_mut(key) else {
             return;
@@ -857,9 +927,10 @@ impl Worker {
                 Ok(n) => {
                     let mut env = core.host.env();
                     slot.conn.handle_input(&self.scratch[..n], &mut env);
-                    if n < self.scratch.len() {
+                    if n < self.scratch.len() && !slot.read_closed {
                         // A short read drained the socket; the next edge
-                        // brings us back.
+                        // brings us back. Not so after the peer's FIN: no
+                        // edge follows it, so read on to the end of stream.
                         return;
                     }
                 }
@@ -1134,6 +1205,23 @@ impl Worker {
         let body = render_prometheus(&p.stats, &process);
         let response = http_response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
         self.respond(key, response);
+    }
+
+    /// True when this worker's traffic to some worker is over the budget
+    /// (counting what the broker holds for it and what is in flight).
+    fn bus_over_budget(&self) -> bool {
+        (0..self.peers.len()).any(|w| {
+            w != self.index
+                && self.bus.in_flight(w) + self.broker.pending_bytes(w) > self.bus.budget_bytes
+        })
+    }
+
+    /// Reads the connections held back by the bus budget once it has room.
+    fn resume_bus_deferred(&mut self) {
+        if self.bus_deferred.is_empty() || self.bus_over_budget() {
+            return;
+        }
+        self.ready.append(&mut self.bus_deferred);
     }
 
     /// Metrics queries past their deadline are answered with what arrived;

@@ -219,6 +219,10 @@ pub struct PubSubConfig {
     pub presence_max_members: usize,
     /// Serve the HTTP publish API.
     pub http_publish: bool,
+    /// Bytes of pub/sub traffic that may be on their way to one worker from
+    /// the others. Past it, senders stop reading from their pub/sub clients
+    /// until the destination catches up.
+    pub bus_budget_bytes: usize,
 }
 
 impl Default for PubSubConfig {
@@ -229,6 +233,7 @@ impl Default for PubSubConfig {
             max_data_bytes: 64 << 10,
             presence_max_members: 1000,
             http_publish: false,
+            bus_budget_bytes: 8 << 20,
         }
     }
 }
@@ -522,6 +527,9 @@ impl Config {
                 "pubsub.max_data_bytes",
                 format!("must be between 1 and websocket.max_message_bytes ({})", ws_max(self)),
             );
+        }
+        if self.pubsub.bus_budget_bytes < 64 << 10 {
+            return err("pubsub.bus_budget_bytes", "must be at least 65536".to_string());
         }
         let ws = &self.websocket;
         if ws.max_frame_bytes == 0 || ws.max_message_bytes == 0 {

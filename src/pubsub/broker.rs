@@ -175,6 +175,21 @@ struct PendingPresence {
     deadline_ms: u64,
 }
 
+/// Bus messages for one worker, not yet taken.
+#[derive(Default)]
+struct Outgoing {
+    msgs: Vec<BusMsg>,
+    /// Sum of their [`BusMsg::cost`].
+    cost: usize,
+}
+
+impl Outgoing {
+    fn push(&mut self, msg: BusMsg) {
+        self.cost += msg.cost();
+        self.msgs.push(msg);
+    }
+}
+
 /// One worker's pub/sub state. See the module docs.
 pub struct Broker {
     settings: BrokerSettings,
@@ -182,7 +197,7 @@ pub struct Broker {
     owned: OwnedRooms,
     /// Memberships of local connections that are in at least one room.
     subs: HashMap<ConnId, Vec<Membership>>,
-    outgoing: Vec<Vec<BusMsg>>,
+    outgoing: Vec<Outgoing>,
     presence: HashMap<u64, PendingPresence>,
     next_query: u64,
     events: Vec<BrokerEvent>,
@@ -198,7 +213,7 @@ impl Broker {
             rooms: LocalRooms::default(),
             owned: OwnedRooms::default(),
             subs: HashMap::new(),
-            outgoing: (0..workers).map(|_| Vec::new()).collect(),
+            outgoing: (0..workers).map(|_| Outgoing::default()).collect(),
             presence: HashMap::new(),
             next_query: 0,
             events: Vec::new(),
@@ -363,7 +378,7 @@ impl Broker {
         if owner == self.settings.index {
             self.sequence_and_fan_out(room, from, payload, out);
         } else {
-            self.outgoing[owner].push(BusMsg::Publish { room: Arc::from(room), from, payload });
+            self.send_to(owner, BusMsg::Publish { room: Arc::from(room), from, payload });
         }
     }
 
@@ -379,7 +394,7 @@ impl Broker {
                 let ok = out.deliver_direct(to, &frame);
                 let w = origin.worker();
                 if w < self.outgoing.len() {
-                    self.outgoing[w].push(BusMsg::DirectResult { origin, id, ok });
+                    self.send_to(w, BusMsg::DirectResult { origin, id, ok });
                 }
             }
             BusMsg::DirectResult { origin, id, ok } => {
@@ -396,11 +411,7 @@ impl Broker {
             BusMsg::PresenceQuery { room, query, origin_worker } => {
                 let (count, members) = self.local_presence(&room);
                 if origin_worker < self.outgoing.len() {
-                    self.outgoing[origin_worker].push(BusMsg::PresenceReply {
-                        query,
-                        count,
-                        members,
-                    });
+                    self.send_to(origin_worker, BusMsg::PresenceReply { query, count, members });
                 }
             }
             BusMsg::PresenceReply { query, count, members } => {
@@ -445,15 +456,24 @@ impl Broker {
         self.presence.values().map(|p| p.deadline_ms).min()
     }
 
-    /// The messages waiting for worker `dest`, oldest first (empty if none).
-    /// The caller sends them as one batch, in this order.
-    pub fn poll_bus(&mut self, dest: usize) -> Vec<BusMsg> {
-        self.outgoing.get_mut(dest).map(std::mem::take).unwrap_or_default()
+    /// The messages waiting for worker `dest`, oldest first (empty if none),
+    /// and their cost in bytes ([`BusMsg::cost`]). The caller sends them as
+    /// one batch, in this order.
+    pub fn poll_bus(&mut self, dest: usize) -> (Vec<BusMsg>, usize) {
+        match self.outgoing.get_mut(dest) {
+            Some(o) => (std::mem::take(&mut o.msgs), std::mem::take(&mut o.cost)),
+            None => (Vec::new(), 0),
+        }
+    }
+
+    /// Bytes waiting for worker `dest` (not yet taken by [`Broker::poll_bus`]).
+    pub fn pending_bytes(&self, dest: usize) -> usize {
+        self.outgoing.get(dest).map_or(0, |o| o.cost)
     }
 
     /// True when some worker has messages waiting.
     pub fn has_bus_output(&self) -> bool {
-        self.outgoing.iter().any(|o| !o.is_empty())
+        self.outgoing.iter().any(|o| !o.msgs.is_empty())
     }
 
     /// The next thing for the worker to know, if any.
@@ -462,6 +482,10 @@ impl Broker {
     }
 
     // ---- internals ----
+
+    fn send_to(&mut self, dest: usize, msg: BusMsg) {
+        self.outgoing[dest].push(msg);
+    }
 
     fn owner_of(&self, room: &str) -> usize {
         self.settings.hasher.owner_of(room, self.settings.workers)
@@ -569,7 +593,7 @@ impl Broker {
         if owner == index {
             self.owned.interest(room, index, on);
         } else {
-            self.outgoing[owner].push(BusMsg::Interest { room: room.clone(), worker: index, on });
+            self.send_to(owner, BusMsg::Interest { room: room.clone(), worker: index, on });
         }
     }
 
@@ -632,7 +656,7 @@ impl Broker {
             return Err(not_found());
         }
         let id = rid.map(|r| Box::from(r.get()));
-        self.outgoing[worker].push(BusMsg::Direct { to, frame, origin, id });
+        self.send_to(worker, BusMsg::Direct { to, frame, origin, id });
         Err(None)
     }
 

@@ -240,7 +240,8 @@ impl Ps {
 
     /// The worker this connection landed on (from its id).
     pub fn worker(&self) -> u64 {
-        u64::from_str_radix(&self.id, 16).unwrap() >> 54
+        let id = u64::from_str_radix(&self.id, 16).expect("hex conn_id");
+        wsedge::id::ConnId::new(id).worker() as u64
     }
 
     pub fn send(&mut self, v: serde_json::Value) {
