@@ -221,3 +221,26 @@ fn ping_with_a_16_bit_length_leaves_the_connection_holding_nothing() {
     assert_eq!(sim.conn.phase(), Phase::Open);
     assert_eq!(sim.conn.retained_bytes(), 0, "an idle connection holds its context");
 }
+
+/// Found by `protocol` (../shared/fuzz-findings/protocol-id-out-of-range,
+/// after ~15 min on one core): the request `id` was echoed raw into the
+/// `error` reply, and `1550e5555555555555555555555` is valid JSON syntax that
+/// strict parsers refuse ("number out of range"), so the client could not
+/// read the answer to its own request. Now such an id is refused with
+/// `bad_field` and the reply carries no id.
+#[test]
+fn an_out_of_range_request_id_gets_a_reply_strict_parsers_read() {
+    use wsedge::pubsub::protocol::{error, parse_text};
+    let input = br#"{"te":"+sen\"yb","id":1550e5555555555555555555555}"#;
+    let text = std::str::from_utf8(input).unwrap();
+    let e = parse_text(text, 64 * 1024).expect_err("the id is refused");
+    let reply = error(&e);
+    let frames = server_frames(&reply);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0, 1, "a text frame");
+    let json: serde_json::Value =
+        serde_json::from_slice(&frames[0].1).expect("serde_json reads the reply");
+    assert_eq!(json["type"], "error");
+    assert_eq!(json["code"], "bad_field");
+    assert!(json.get("id").is_none(), "the refused id is not echoed: {json}");
+}

@@ -233,6 +233,12 @@ fn malformed_requests_get_their_error_code_and_the_connection_stays_usable() {
     assert_eq!(c.recv()["code"], "bad_json");
     c.ws.send(tungstenite::Message::binary(vec![9u8, 1, 2])).unwrap();
     assert_eq!(c.recv()["code"], "bad_binary");
+    // An id strict parsers could not read back is refused, not echoed.
+    c.ws.send(tungstenite::Message::text(r#"{"type":"subscribe","room":"a","id":1550e5555555}"#))
+        .unwrap();
+    let r = c.recv();
+    assert_eq!(r["code"], "bad_field", "{r}");
+    assert!(r.get("id").is_none(), "{r}");
     c.subscribe("one");
     c.subscribe("two");
     let r = c.request(json!({"type":"subscribe","room":"three"}), 99);
