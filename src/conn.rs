@@ -769,6 +769,10 @@ impl Conn {
             Err(e) => return self.refuse_auth(&unauthorized(&e), env),
         }
         handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
+        // Whatever a slow-consumer policy later discards, and however the
+        // kernel splits the writes, the 101 reaches the client before any
+        // frame.
+        env.cork.mark_preamble();
         env.stats.upgraded += 1;
         self.route = Some(route);
         self.phase = Phase::Open;
