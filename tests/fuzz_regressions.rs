@@ -371,3 +371,36 @@ fn frame_unmasked(payload: &[u8]) -> Bytes {
     out.extend_from_slice(payload);
     Bytes::from(out)
 }
+
+/// Found by `protocol` (3-minute run at 29e39d8, after ~2.8 million
+/// executions): `data` is forwarded raw into every delivery, and a number
+/// out of the range of an f64 (`555555555555555555E555...`) is valid JSON
+/// syntax that strict parsers (serde_json, and JavaScript reads `Infinity`)
+/// refuse: no subscriber can read the message. The same holds for `data`
+/// over WebSocket (`publish`, `send`). OPEN: the fix (refuse such `data`
+/// with `bad_field` / 400, at the cost of checking the numbers of every
+/// published value once) belongs to the pub/sub rework; this test is
+/// ignored until then and fails when run with `--ignored`.
+#[test]
+#[ignore = "open: data with an out-of-range number is delivered raw (FUZZING.md, bug 6)"]
+fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadable() {
+    use wsedge::pubsub::protocol::{message, parse_http_publish, parse_text, Request};
+    let data = "{\"h\":555555555555555555E55555555555555555555550}";
+    let readable = |frame: &[u8]| {
+        let frames = server_frames(frame);
+        serde_json::from_slice::<serde_json::Value>(&frames[0].1).is_ok()
+    };
+    let body = format!("{{\"room\":\"ne\",\"data\":{data}}}");
+    match parse_http_publish(body.as_bytes(), 64 * 1024) {
+        Err((status, _)) => assert_eq!(status, 400),
+        Ok(p) => assert!(readable(&message(&p.room, None, 1, &p.data)), "HTTP publish"),
+    }
+    let text = format!("{{\"type\":\"publish\",\"room\":\"ne\",\"data\":{data}}}");
+    match parse_text(&text, 64 * 1024) {
+        Err(e) => assert_eq!(e.code.as_str(), "bad_field"),
+        Ok(Request::Publish { room, data, .. }) => {
+            assert!(readable(&message(&room, Some(1), 1, data)), "WebSocket publish")
+        }
+        Ok(other) => panic!("{other:?}"),
+    }
+}
