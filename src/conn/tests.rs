@@ -1,6 +1,7 @@
 //! Sans-IO tests of the connection state machine: bytes in, bytes out, no
 //! sockets, time as a parameter.
 
+use super::frames::unmask_into;
 use super::*;
 use crate::config::Config;
 
