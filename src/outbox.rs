@@ -34,12 +34,15 @@ pub struct Cork {
     /// `(offset in buf, bytes)`: the shared bytes come before `buf[offset..]`.
     shared: Vec<(usize, Bytes)>,
     shared_len: usize,
+    /// The first `preamble` bytes of `buf` are not frames but the HTTP
+    /// response that must precede them (the 101): see [`Cork::mark_preamble`].
+    preamble: usize,
 }
 
 impl Cork {
     /// An empty cork with `capacity` bytes reserved for owned output.
     pub fn with_capacity(capacity: usize) -> Self {
-        Cork { buf: Vec::with_capacity(capacity), shared: Vec::new(), shared_len: 0 }
+        Cork { buf: Vec::with_capacity(capacity), shared: Vec::new(), shared_len: 0, preamble: 0 }
     }
 
     /// Appends a copy of `bytes`.
@@ -56,6 +59,16 @@ impl Cork {
             self.shared_len += bytes.len();
             self.shared.push((self.buf.len(), bytes));
         }
+    }
+
+    /// Marks everything queued so far (the HTTP 101 response, written into
+    /// an empty cork before any frame) as the stream's preamble: the client
+    /// must receive it before any frame, so when it is spilled into an
+    /// outbox it is pinned there and no discard ever drops it, however the
+    /// kernel split the write. Only owned bytes may precede the mark.
+    pub fn mark_preamble(&mut self) {
+        debug_assert!(self.shared.is_empty(), "bug: shared bytes ahead of the preamble");
+        self.preamble = self.buf.len();
     }
 
     /// The owned buffer, for encoders that write straight into it.
@@ -78,6 +91,7 @@ impl Cork {
         self.buf.clear();
         self.shared.clear();
         self.shared_len = 0;
+        self.preamble = 0;
     }
 
     /// Calls `f` with each piece of the cork in order.
@@ -132,40 +146,79 @@ impl Cork {
 
     /// Moves everything after the first `skip` bytes into `outbox`, keeping
     /// track of which queued chunks continue a frame whose start went out (or
-    /// queued) earlier, so a later discard never cuts a frame in two.
+    /// queued) earlier, so a later discard never cuts a frame in two, and
+    /// pinning what is left of the preamble ([`Cork::mark_preamble`]) as its
+    /// own chunk, so a later discard never drops it while the frames behind
+    /// it can still go.
     pub fn spill_into(&self, skip: usize, outbox: &mut Outbox) {
-        let was_empty = outbox.is_empty();
-        let mut skip = skip;
-        let cut_inside = skip > 0;
+        if self.preamble > skip {
+            // Everything up to the preamble's end stays queued.
+            outbox.pinned = outbox.len() + (self.preamble - skip);
+        }
+        let mut spill = Spill { skip, first: true, was_empty: outbox.is_empty() };
         let mut at = 0;
-        let mut first = true;
-        let mut push = |outbox: &mut Outbox, piece: &Bytes, continues: bool, skip: &mut usize| {
-            if *skip >= piece.len() {
-                *skip -= piece.len();
-                return;
-            }
-            let rest = piece.slice(*skip..);
-            // The first piece left over after a partial write is mid-frame.
-            let mid_frame = first && cut_inside && was_empty;
-            *skip = 0;
-            first = false;
-            outbox.push_chunk(rest, continues || mid_frame);
-            if mid_frame {
-                outbox.head_written = true;
-            }
-        };
         for (offset, bytes) in &self.shared {
-            if *offset > at {
-                let owned = Bytes::copy_from_slice(&self.buf[at..*offset]);
-                push(outbox, &owned, false, &mut skip);
-            }
+            self.spill_owned(at, *offset, outbox, &mut spill);
             // A shared payload always follows its frame header.
-            push(outbox, bytes, true, &mut skip);
+            if let Some(rest) = spill.skip_into(bytes.len()) {
+                spill.queue(outbox, bytes.slice(rest.from..), rest.cut, true);
+            }
             at = *offset;
         }
-        if at < self.buf.len() {
-            let owned = Bytes::copy_from_slice(&self.buf[at..]);
-            push(outbox, &owned, false, &mut skip);
+        self.spill_owned(at, self.buf.len(), outbox, &mut spill);
+    }
+
+    /// Spills `buf[from..to]`, the preamble's part (if any) as a chunk of
+    /// its own.
+    fn spill_owned(&self, from: usize, to: usize, outbox: &mut Outbox, spill: &mut Spill) {
+        let cut = self.preamble.clamp(from, to);
+        for (a, b) in [(from, cut), (cut, to)] {
+            if a < b {
+                if let Some(rest) = spill.skip_into(b - a) {
+                    let bytes = Bytes::copy_from_slice(&self.buf[a + rest.from..b]);
+                    spill.queue(outbox, bytes, rest.cut, false);
+                }
+            }
+        }
+    }
+}
+
+/// Where [`Cork::spill_into`] stands: bytes still to skip (the kernel took
+/// them) and whether the next queued chunk is the first left over.
+struct Spill {
+    skip: usize,
+    first: bool,
+    was_empty: bool,
+}
+
+/// The untaken rest of one cork piece: where it starts, and whether a
+/// partial write cut the piece there (so it is mid-frame).
+struct Rest {
+    from: usize,
+    cut: bool,
+}
+
+impl Spill {
+    /// For a piece of `len` bytes: None if the kernel took all of it.
+    fn skip_into(&mut self, len: usize) -> Option<Rest> {
+        if self.skip >= len {
+            self.skip -= len;
+            return None;
+        }
+        let from = std::mem::take(&mut self.skip);
+        Some(Rest { from, cut: from > 0 })
+    }
+
+    /// Queues a piece's rest; `continues` when it continues the frame of
+    /// the chunk before it.
+    fn queue(&mut self, outbox: &mut Outbox, rest: Bytes, cut: bool, continues: bool) {
+        // The first piece left over, cut inside by a partial write, is
+        // mid-frame: it must go out whole.
+        let mid_frame = self.first && cut && self.was_empty;
+        self.first = false;
+        outbox.push_chunk(rest, continues || mid_frame);
+        if mid_frame {
+            outbox.head_written = true;
         }
     }
 }
@@ -182,6 +235,10 @@ pub struct Outbox {
     len: usize,
     /// Part of the head chunk's frame is already on the wire.
     head_written: bool,
+    /// The first `pinned` bytes are never discarded: they end with what is
+    /// left of the HTTP response that precedes every frame
+    /// ([`Cork::mark_preamble`]).
+    pinned: usize,
 }
 
 impl Outbox {
@@ -212,10 +269,19 @@ impl Outbox {
     /// a frame already partly written (its head chunk and the chunks that
     /// continue it) stays, so the peer still sees whole frames.
     /// Returns the bytes dropped.
+    /// Pinned bytes (the HTTP response ahead of every frame) always stay.
     pub fn discard_unstarted(&mut self) -> usize {
         let mut keep = 0;
-        if self.chunks.front().is_some_and(|(_, cont)| self.head_written || *cont) {
+        let mut pinned = 0;
+        while pinned < self.pinned {
+            let Some((chunk, _)) = self.chunks.get(keep) else { break };
+            pinned += chunk.len();
+            keep += 1;
+        }
+        if keep == 0 && self.chunks.front().is_some_and(|(_, cont)| self.head_written || *cont) {
             keep = 1;
+        }
+        if keep > 0 {
             while self.chunks.get(keep).is_some_and(|(_, cont)| *cont) {
                 keep += 1;
             }
@@ -265,6 +331,7 @@ impl Outbox {
 
     fn consume(&mut self, mut k: usize) {
         self.len -= k;
+        self.pinned = self.pinned.saturating_sub(k);
         while k > 0 {
             let Some((head, _)) = self.chunks.front_mut() else { break };
             if k >= head.len() {
@@ -284,6 +351,7 @@ impl Outbox {
     /// no write buffer.
     fn release(&mut self) {
         self.head_written = false;
+        self.pinned = 0;
         if self.chunks.capacity() > 0 {
             self.chunks = VecDeque::new();
         }
@@ -358,6 +426,45 @@ mod tests {
             let a_len = 5 + 2000;
             assert!(w.wire.len() >= a_len, "budget {budget}: frame A cut");
             assert!(w.wire.len() == a_len || w.wire.len() == a_len + 7, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn discard_keeps_the_preamble_under_every_write_split() {
+        // The 101, then two small frames and a frame with a shared payload.
+        let mut cork = Cork::default();
+        cork.extend(b"HTTP/1.1 101\r\n\r\n");
+        cork.mark_preamble();
+        cork.extend(b"FRAME-A");
+        cork.extend(b"HDR-B");
+        cork.push_shared(Bytes::from(vec![2u8; 1500]));
+        let head = 16;
+        for budget in 0..=head + 8 {
+            let mut w = KernelSink { wire: Vec::new(), budget };
+            let n = cork.write_to(&mut w).unwrap_or(0);
+            // Another write may take part of the queue before the discard.
+            for first in [0, 1, head.saturating_sub(n)] {
+                let mut outbox = Outbox::default();
+                cork.spill_into(n, &mut outbox);
+                let mut w = KernelSink { wire: w.wire.clone(), budget: first };
+                let _ = outbox.write_to(&mut w);
+                outbox.discard_unstarted();
+                w.budget = usize::MAX;
+                outbox.write_to(&mut w).unwrap();
+                assert!(
+                    w.wire.starts_with(b"HTTP/1.1 101\r\n\r\n"),
+                    "budget {budget}: {:?}",
+                    w.wire
+                );
+                // Whole frames only: those written into one owned chunk
+                // together go or stay together; a started one completes.
+                let frames = &w.wire[head..];
+                let all = [&b"FRAME-AHDR-B"[..], &[2u8; 1500]].concat();
+                assert!(
+                    frames.is_empty() || frames == b"FRAME-A" || frames == all,
+                    "budget {budget}, then {first}: {frames:?}"
+                );
+            }
         }
     }
 

@@ -31,8 +31,9 @@ fn publish_reaches_a_subscriber_on_another_worker_and_unsubscribe_stops_it() {
     let r = b.request(json!({"type":"unsubscribe","room":"chat:lobby"}), 2);
     assert_eq!(r["type"], "ack");
     a.request(json!({"type":"publish","room":"chat:lobby","data":"gone"}), 10);
-    // B sees nothing more from the room: the next thing it gets is the reply
-    // to its own request.
+    // B gets nothing more from the room, and the next thing it gets is the
+    // reply to its own request.
+    b.expect_silence();
     let r = b.request(json!({"type":"presence","room":"chat:lobby"}), 3);
     assert_eq!(r["type"], "presence", "{r}");
     assert_eq!(r["count"], 0);
@@ -52,7 +53,9 @@ fn direct_send_reaches_only_its_target_across_workers() {
     assert_eq!(m["type"], "direct");
     assert_eq!(m["from"], c[0].id.as_str());
     assert_eq!(m["data"], json!([1, 2, 3]));
-    // The third client got nothing: its next message is its own reply.
+    // Neither the sender nor a third client got it.
+    c[0].expect_silence();
+    third.expect_silence();
     let r = third.request(json!({"type":"presence","room":"x"}), 7);
     assert_eq!(r["type"], "presence");
     // Unknown ids, on this worker and on the other, are not_found.
@@ -196,7 +199,15 @@ fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
     }
     for k in 0..count {
         while progress.iter().map(|p| p.load(Ordering::Acquire)).min().unwrap_or(0) + 50 < k {
+            // A reader that stopped early failed: report it (join below)
+            // instead of waiting for its progress forever.
+            if threads.iter().any(|t| t.is_finished()) {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if threads.iter().any(|t| t.is_finished()) {
+            break;
         }
         let req = json!({"type":"publish","room":"r","data":filler}).to_string();
         publisher.send(&frame(true, 1, req.as_bytes()));
@@ -233,6 +244,12 @@ fn malformed_requests_get_their_error_code_and_the_connection_stays_usable() {
     assert_eq!(c.recv()["code"], "bad_json");
     c.ws.send(tungstenite::Message::binary(vec![9u8, 1, 2])).unwrap();
     assert_eq!(c.recv()["code"], "bad_binary");
+    // An id strict parsers could not read back is refused, not echoed.
+    c.ws.send(tungstenite::Message::text(r#"{"type":"subscribe","room":"a","id":1550e5555555}"#))
+        .unwrap();
+    let r = c.recv();
+    assert_eq!(r["code"], "bad_field", "{r}");
+    assert!(r.get("id").is_none(), "{r}");
     c.subscribe("one");
     c.subscribe("two");
     let r = c.request(json!({"type":"subscribe","room":"three"}), 99);

@@ -205,9 +205,20 @@ fn a_flooding_client_is_limited_and_closed_while_its_neighbour_is_unaffected() {
     };
     assert_eq!(close.close_code(), Some(1008));
     assert!(limited >= 50, "told it was limited ({limited})");
-    // The neighbour on the same worker still publishes and receives.
+    // The neighbour on the same worker still publishes and receives: each
+    // publish is acked, and its own messages come back, all of them, in order.
+    let mut got = Vec::new();
     for i in 0..20 {
-        neighbour.request(json!({"type":"publish","room":"calm","data":i}), 100 + i);
+        let (ack, others) =
+            neighbour.request_among(json!({"type":"publish","room":"calm","data":i}), 100 + i);
+        assert_eq!(ack["type"], "ack", "{ack}");
+        got.extend(others);
+    }
+    while got.len() < 20 {
+        got.push(neighbour.recv());
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!((m["type"].as_str(), m["data"].as_u64()), (Some("message"), Some(i as u64)));
     }
     assert!(eventually(|| server.stats().closes(wsedge::metrics::CloseReason::RateLimited) == 1));
 }

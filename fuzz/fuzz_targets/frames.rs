@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use wsedge::config::SlowConsumerPolicy;
 use wsedge::conn::Phase;
 use wsedge_fuzz::{
-    client_frame, client_header, expected_101, small_config, valid_close_code, ServerFrame, Sim,
+    client_frame, client_header, expected_101, small_settings, valid_close_code, ServerFrame, Sim,
     Wire, MAX_FRAME, MAX_MESSAGE, REQUEST,
 };
 
@@ -260,7 +260,7 @@ fuzz_target!(|input: Input| {
         }
     }
 
-    let mut sim = Sim::new(&small_config(SlowConsumerPolicy::Close, false));
+    let mut sim = Sim::with_settings(small_settings(SlowConsumerPolicy::Close, false));
     // The queue limit is per turn here (the kernel takes everything), and a
     // turn may echo everything the input holds.
     sim.host.settings.max_queue_bytes = usize::MAX;

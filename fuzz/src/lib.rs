@@ -14,6 +14,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use wsedge::config::{Config, SlowConsumerPolicy};
 use wsedge::conn::{Conn, Env, Host, Phase, Settings};
@@ -38,9 +39,30 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: edge.example.com\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-/// The exact 101 response to [`REQUEST`].
+/// The exact 101 response to [`REQUEST`] (computed once per process).
 pub fn expected_101() -> Vec<u8> {
-    upgrade_response(&Upgrade { accept: accept_key(KEY.as_bytes()), protocol: None })
+    static RESPONSE: OnceLock<Vec<u8>> = OnceLock::new();
+    RESPONSE
+        .get_or_init(|| {
+            upgrade_response(&Upgrade { accept: accept_key(KEY.as_bytes()), protocol: None })
+        })
+        .clone()
+}
+
+/// `Settings::from_config(&small_config(policy, idle), TICK_MS)`, built once
+/// per process for each of the four combinations and cloned per input:
+/// deriving settings builds a `Config`, an `Authenticator` and their
+/// strings, which is per-input work that finds nothing.
+pub fn small_settings(policy: SlowConsumerPolicy, idle: bool) -> Settings {
+    static ALL: OnceLock<Vec<Settings>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        [SlowConsumerPolicy::Close, SlowConsumerPolicy::Drop]
+            .into_iter()
+            .flat_map(|p| [false, true].map(|i| Settings::from_config(&small_config(p, i), TICK_MS)))
+            .collect()
+    });
+    let index = usize::from(policy == SlowConsumerPolicy::Drop) * 2 + usize::from(idle);
+    all[index].clone()
 }
 
 /// Small limits so every limit is reachable from a small input: 4 KiB
@@ -77,7 +99,13 @@ pub struct Sim {
 impl Sim {
     /// A freshly accepted connection at tick 0.
     pub fn new(config: &Config) -> Sim {
-        let host = Host::new(Settings::from_config(config, TICK_MS));
+        Sim::with_settings(Settings::from_config(config, TICK_MS))
+    }
+
+    /// A freshly accepted connection at tick 0 under `settings` (see
+    /// [`small_settings`]).
+    pub fn with_settings(settings: Settings) -> Sim {
+        let host = Host::new(settings);
         let conn = Conn::new(0, &host.settings);
         Sim {
             host,

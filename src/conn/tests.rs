@@ -1,6 +1,7 @@
 //! Sans-IO tests of the connection state machine: bytes in, bytes out, no
 //! sockets, time as a parameter.
 
+use super::frames::unmask_into;
 use super::*;
 use crate::config::Config;
 
@@ -85,10 +86,50 @@ fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The code of the close frame in `out`, which must be whole server frames
+/// from its first byte: each frame is parsed in turn, so a 0x88 byte inside
+/// a payload is never taken for a close. None without a close frame; 1005
+/// ("no status") for a close without a code. Panics on a truncated or
+/// masked frame and on any frame after the close.
 fn close_code(out: &[u8]) -> Option<u16> {
-    // A close frame from the server: 0x88, len, code.
-    let i = out.iter().position(|&b| b == 0x88)?;
-    Some(u16::from_be_bytes([out[i + 2], out[i + 3]]))
+    let mut rest = out;
+    let mut code = None;
+    while !rest.is_empty() {
+        assert!(code.is_none(), "a frame after the close frame: {rest:?} in {out:?}");
+        assert!(rest.len() >= 2, "a truncated frame header in {out:?}");
+        let (b0, b1) = (rest[0], rest[1]);
+        assert_eq!(b1 & 0x80, 0, "a masked server frame in {out:?}");
+        let (header, len) = match b1 & 0x7f {
+            126 if rest.len() >= 4 => (4, u16::from_be_bytes([rest[2], rest[3]]) as usize),
+            127 if rest.len() >= 10 => {
+                (10, u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize)
+            }
+            126 | 127 => panic!("a truncated frame header in {out:?}"),
+            n => (2, n as usize),
+        };
+        assert!(rest.len() >= header + len, "a truncated frame in {out:?}");
+        let payload = &rest[header..header + len];
+        if b0 & 0x0f == 8 {
+            code = Some(match payload {
+                [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+                _ => 1005,
+            });
+        }
+        rest = &rest[header + len..];
+    }
+    code
+}
+
+#[test]
+fn close_code_reads_frames_not_stray_bytes() {
+    // An echo whose payload holds 0x88 0x02 0x03 0xe9 (what the old helper
+    // took for a 1001 close), then the real close.
+    let mut out = server_frame(2, &[0x88, 0x02, 0x03, 0xe9]);
+    assert_eq!(close_code(&out), None, "no close frame yet");
+    out.extend(server_frame(8, &1002u16.to_be_bytes()));
+    assert_eq!(close_code(&out), Some(1002));
+    let cut = std::panic::catch_unwind(|| close_code(&out[..out.len() - 1]));
+    assert!(cut.is_err(), "a truncated close frame is not a close");
 }
 
 #[test]

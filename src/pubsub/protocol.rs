@@ -18,6 +18,14 @@ use tungstenite::protocol::frame::FrameHeader;
 /// Longest room name, bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
+/// Longest string request `id`, bytes of UTF-8 after unescaping.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// Largest magnitude of an integer request `id`: 2^53 - 1, the largest
+/// integer every JSON parser reads back exactly (JavaScript's
+/// `Number.MAX_SAFE_INTEGER`).
+pub const MAX_ID_INT: u64 = (1 << 53) - 1;
+
 /// Binary client message: publish to a room.
 pub const BIN_PUBLISH: u8 = 0x01;
 /// Binary server message: a delivery from a room.
@@ -238,7 +246,7 @@ pub fn parse_text(text: &str, max_data: usize) -> Result<Request<'_>, ProtoError
             format!("not a JSON object: {}", e.classify_str()),
         )
     })?;
-    let id = env.id;
+    let id = checked_id(env.id)?;
     let ty = string_field(id, "type", env.ty)?;
     match ty.as_ref() {
         "subscribe" => Ok(Request::Subscribe { id, room: room_field(id, env.room)? }),
@@ -262,6 +270,44 @@ pub fn parse_text(text: &str, max_data: usize) -> Result<Request<'_>, ProtoError
             Err(ProtoError::new(id, ErrorCode::UnknownType, format!("unknown type `{shown}`")))
         }
     }
+}
+
+/// Accepts a request `id` only if every client can parse it back when it is
+/// echoed raw: a JSON string of at most [`MAX_ID_BYTES`] bytes (its escapes
+/// valid, so no lone surrogate), or an integer within +-[`MAX_ID_INT`] with
+/// no fraction, exponent or negative zero. Anything else (`1e3`, `1.5`,
+/// `1550e5555555555555555555555`, `true`, objects, arrays, long strings) is
+/// refused with `bad_field`, and that error carries no `id`: echoing it is
+/// what would make the reply unreadable.
+fn checked_id(id: Option<&RawValue>) -> Result<Option<&RawValue>, ProtoError> {
+    let Some(raw) = id else { return Ok(None) };
+    let text = raw.get();
+    let ok = if text.starts_with('"') {
+        serde_json::from_str::<Cow<str>>(text).is_ok_and(|s| s.len() <= MAX_ID_BYTES)
+    } else {
+        safe_integer(text)
+    };
+    if ok {
+        Ok(Some(raw))
+    } else {
+        Err(ProtoError::new(
+            None,
+            ErrorCode::BadField,
+            "`id` must be a string of at most 64 bytes or an integer within +-(2^53-1)",
+        ))
+    }
+}
+
+/// True for `-?(0|[1-9][0-9]*)` with a magnitude of at most [`MAX_ID_INT`],
+/// except `-0`.
+fn safe_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && !(digits == "0" && text.starts_with('-'));
+    // At most 16 digits fit u64 without overflow; 2^53 - 1 has 16.
+    canonical && digits.len() <= 16 && digits.parse::<u64>().is_ok_and(|v| v <= MAX_ID_INT)
 }
 
 trait Classify {
@@ -501,6 +547,62 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&f[2..]).unwrap();
         assert_eq!(json["id"], "abc");
         assert_eq!(json["code"], "missing_field");
+    }
+
+    #[test]
+    fn ids_are_strings_up_to_64_bytes_or_safe_integers() {
+        let id_of = |id: &str| {
+            let text = format!(r#"{{"type":"subscribe","room":"a","id":{id}}}"#);
+            parse_text(&text, 10).map(|r| r.id().map(|v| v.get().to_string()))
+        };
+        let max = MAX_ID_INT.to_string();
+        let long = format!("\"{}\"", "x".repeat(MAX_ID_BYTES));
+        // Two bytes of UTF-8 per character, written as escapes: 64 bytes.
+        let escaped = format!("\"{}\"", "\\u00e9".repeat(MAX_ID_BYTES / 2));
+        for ok in ["0", "7", "-7", &max, &format!("-{max}"), "\"\"", "\"q\"", &long, &escaped] {
+            assert_eq!(id_of(ok), Ok(Some(ok.to_string())), "{ok}");
+        }
+        assert_eq!(id_of("null"), Ok(None));
+        let over = (MAX_ID_INT + 1).to_string();
+        let too_long = format!("\"{}\"", "x".repeat(MAX_ID_BYTES + 1));
+        let escaped_over = format!("\"{}\"", "\\u00e9".repeat(MAX_ID_BYTES / 2 + 1));
+        for bad in [
+            &over as &str,
+            &format!("-{over}"),
+            "18446744073709551616",
+            "1550e5555555555555555555555",
+            "1e3",
+            "1.0",
+            "1.5",
+            "-0",
+            "true",
+            "false",
+            "[]",
+            "[1]",
+            "{}",
+            r#"{"a":1}"#,
+            &too_long,
+            &escaped_over,
+            r#""\ud800""#,
+        ] {
+            let e = id_of(bad).expect_err(bad);
+            assert_eq!(e.code, ErrorCode::BadField, "{bad}");
+            assert_eq!(e.id, None, "{bad}: a refused id is not echoed");
+        }
+    }
+
+    #[test]
+    fn a_refused_id_gets_a_reply_every_json_parser_reads() {
+        // Found by the `protocol` fuzz target (../shared/fuzz-findings/
+        // protocol-id-out-of-range): the id was echoed raw, and serde_json
+        // refused the reply ("number out of range").
+        let input = r#"{"te":"+sen\"yb","id":1550e5555555555555555555555}"#;
+        let e = parse_text(input, 1024).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadField);
+        let f = error(&e);
+        let json: serde_json::Value = serde_json::from_slice(&f[2..]).expect("a readable reply");
+        assert_eq!(json["code"], "bad_field");
+        assert!(json.get("id").is_none(), "{json}");
     }
 
     #[test]

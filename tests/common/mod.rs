@@ -180,6 +180,22 @@ impl Raw {
         }
     }
 
+    /// Asserts that the server sends nothing for [`SILENCE`]: no frame, no
+    /// byte, no EOF (buffered bytes count too).
+    pub fn expect_silence(&mut self) {
+        assert!(self.buf.is_empty(), "expected silence, {} bytes are buffered", self.buf.len());
+        self.sock.set_read_timeout(Some(SILENCE)).unwrap();
+        let mut chunk = [0u8; 4096];
+        let got = self.sock.read(&mut chunk);
+        self.sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        match got {
+            Ok(0) => panic!("expected silence, the server closed the connection"),
+            Ok(n) => panic!("expected silence, got {n} bytes: {:?}", &chunk[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("expected silence, got {e}"),
+        }
+    }
+
     /// Reads frames until a close frame; returns it (None if EOF came first).
     pub fn read_until_close(&mut self) -> Option<Frame> {
         while let Some(f) = self.read_frame() {
@@ -209,6 +225,12 @@ impl Raw {
         }
     }
 }
+
+/// How long [`Ps::expect_silence`] and [`Raw::expect_silence`] listen. On
+/// loopback a message already on its way arrives well within it; a slower
+/// machine can only make such a check pass when it should not, never fail
+/// when it should pass.
+pub const SILENCE: Duration = Duration::from_millis(300);
 
 /// Polls `cond` every 20 ms for up to 10 s; true once it holds.
 pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
@@ -252,15 +274,51 @@ impl Ps {
         read_json(&mut self.ws)
     }
 
-    /// Sends a request with `id` and returns the reply that carries that id.
-    pub fn request(&mut self, mut v: serde_json::Value, id: u64) -> serde_json::Value {
+    /// Sends a request with `id` and returns its reply, which must be the
+    /// next message: anything else arriving first (a delivery, another
+    /// reply) fails the test. Use [`Ps::request_among`] where other traffic
+    /// is expected.
+    pub fn request(&mut self, v: serde_json::Value, id: u64) -> serde_json::Value {
+        let (reply, others) = self.request_among(v, id);
+        assert!(others.is_empty(), "unexpected messages before the reply {reply}: {others:?}");
+        reply
+    }
+
+    /// Sends a request with `id`; returns its reply and every message that
+    /// arrived before it, in order, for the caller to check.
+    pub fn request_among(
+        &mut self,
+        mut v: serde_json::Value,
+        id: u64,
+    ) -> (serde_json::Value, Vec<serde_json::Value>) {
         v["id"] = id.into();
         self.send(v);
+        let mut others = Vec::new();
         loop {
             let r = self.recv();
             if r["id"] == id {
-                return r;
+                return (r, others);
             }
+            others.push(r);
+        }
+    }
+
+    /// Asserts that the server sends nothing for [`SILENCE`]: not a frame of
+    /// any kind (a message the client should not get fails here, where
+    /// [`Ps::request`] alone would read past it).
+    pub fn expect_silence(&mut self) {
+        let set = |ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, t: Duration| match ws.get_mut() {
+            MaybeTlsStream::Plain(s) => s.set_read_timeout(Some(t)).unwrap(),
+            _ => panic!("expect_silence needs a plain TCP client"),
+        };
+        set(&mut self.ws, SILENCE);
+        let got = self.ws.read();
+        set(&mut self.ws, Duration::from_secs(20));
+        match got {
+            Ok(m) => panic!("expected silence, got {m:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("expected silence, got {e}"),
         }
     }
 

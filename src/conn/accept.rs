@@ -1,0 +1,180 @@
+//! The decisions on a connection's HTTP request, before any WebSocket frame:
+//! which route it asks for ([`HttpRoute`] for the plain routes the worker
+//! answers, the echo and pub/sub upgrades, the publish API), whether its
+//! Origin and credentials are accepted, and the publish API's body. Writes
+//! the 101 (marked as the stream's preamble) or a complete refusal into the
+//! cork. Must not touch sockets or frames.
+
+use super::{AppEvent, Conn, Env, Phase, Route, Settings};
+use crate::handshake::{self, Reject, Request};
+use crate::metrics::CloseReason;
+use crate::pubsub::protocol as proto;
+
+/// Plain HTTP routes answered by the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpRoute {
+    /// `GET /metrics`
+    Metrics,
+    /// `GET /healthz`
+    Health,
+    /// `GET /readyz`
+    Ready,
+}
+
+impl HttpRoute {
+    fn from_path(path: &str) -> Option<HttpRoute> {
+        match path {
+            "/metrics" => Some(HttpRoute::Metrics),
+            "/healthz" => Some(HttpRoute::Health),
+            "/readyz" => Some(HttpRoute::Ready),
+            _ => None,
+        }
+    }
+}
+
+impl Conn {
+    pub(super) fn handshake_input(&mut self, data: &[u8], env: &mut Env) {
+        self.inbuf.extend_from_slice(data);
+        let s = env.settings;
+        let req = match handshake::parse_request(&self.inbuf, &s.limits) {
+            Ok(None) => return,
+            Ok(Some(req)) => req,
+            Err(reject) => return self.refuse(&reject, env),
+        };
+        if let Some(route) = HttpRoute::from_path(&req.path) {
+            if (self.admin_only || s.admin_on_main) && req.method == "GET" {
+                self.awaiting_app = true;
+                env.events.push(AppEvent::Http(route));
+                return self.linger(CloseReason::HttpServed, env);
+            }
+        }
+        if self.admin_only {
+            return self.refuse(&Reject::new(404, "no such route"), env);
+        }
+        let path = Some(&req.path);
+        let route = if path == s.echo_path.as_ref() {
+            Route::Echo
+        } else if path == s.pubsub_path.as_ref() {
+            Route::PubSub
+        } else if path == s.publish_api_path.as_ref() {
+            return self.http_publish(&req, env);
+        } else {
+            return self.refuse(&Reject::new(404, "no such route"), env);
+        };
+        let upgrade = match handshake::validate_upgrade(&req, &s.subprotocols) {
+            Ok(up) => up,
+            Err(reject) => return self.refuse(&reject, env),
+        };
+        if let Err(reject) = check_origin(&req, s) {
+            return self.refuse_auth(&reject, env);
+        }
+        match s.auth.authenticate(&req, &req.path, env.now_unix) {
+            Ok(identity) => self.identity = Some(identity),
+            Err(e) => return self.refuse_auth(&unauthorized(&e), env),
+        }
+        handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
+        // Whatever a slow-consumer policy later discards, and however the
+        // kernel splits the writes, the 101 reaches the client before any
+        // frame.
+        env.cork.mark_preamble();
+        env.stats.upgraded += 1;
+        self.route = Some(route);
+        self.phase = Phase::Open;
+        self.last_msg = env.now;
+        self.last_ping = env.now;
+        if route == Route::PubSub {
+            env.events.push(AppEvent::Opened(route));
+        }
+        // Bytes after the request head already belong to the WebSocket stream.
+        let mut rest = std::mem::take(&mut self.inbuf);
+        rest.drain(..req.head_len);
+        if !rest.is_empty() {
+            self.ws_input(&rest, env);
+        }
+    }
+
+    /// `POST` to the publish API: wait for the whole body, validate it, answer.
+    fn http_publish(&mut self, req: &Request, env: &mut Env) {
+        if req.method != "POST" {
+            let reject = Reject::new(405, "use POST").with_header("Allow", "POST");
+            return self.refuse(&reject, env);
+        }
+        match env.settings.auth.authenticate(req, &req.path, env.now_unix) {
+            Ok(identity) if identity.can_use_publish_api() => {}
+            Ok(_) => {
+                return self.refuse_auth(&Reject::new(403, "this credential may not publish"), env)
+            }
+            Err(e) => return self.refuse_auth(&unauthorized(&e), env),
+        }
+        let max_body = env.settings.max_data_bytes + 1024;
+        let Some(len) = req.header("content-length") else {
+            return self.refuse(&Reject::new(411, "Content-Length required"), env);
+        };
+        let Some(len) = std::str::from_utf8(len).ok().and_then(|v| v.trim().parse::<usize>().ok())
+        else {
+            return self.refuse(&Reject::new(400, "bad Content-Length"), env);
+        };
+        if len > max_body {
+            return self.refuse(&Reject::new(413, "body too large"), env);
+        }
+        if self.inbuf.len() < req.head_len + len {
+            return; // the body is still arriving, under the handshake deadline
+        }
+        let body = &self.inbuf[req.head_len..req.head_len + len];
+        let response = match proto::parse_http_publish(body, env.settings.max_data_bytes) {
+            Ok(publish) => {
+                let body = format!("{{\"status\":\"accepted\",\"room\":\"{}\"}}\n", publish.room);
+                env.events.push(AppEvent::HttpPublish(publish));
+                handshake::http_response(202, "application/json", body.as_bytes(), &[])
+            }
+            Err((status, reason)) => {
+                env.stats.count_refusal(status);
+                let body = format!("{reason}\n");
+                handshake::http_response(status, "text/plain; charset=utf-8", body.as_bytes(), &[])
+            }
+        };
+        env.cork.extend(&response);
+        self.linger(CloseReason::HttpServed, env);
+    }
+
+    /// Refused by Origin, authentication or per-IP limits (counted apart
+    /// from malformed requests).
+    pub fn refuse_auth(&mut self, reject: &Reject, env: &mut Env) {
+        self.close_reason = Some(CloseReason::AuthRefused);
+        self.refuse(reject, env);
+    }
+
+    /// Who the client authenticated as, once upgraded.
+    pub fn identity(&self) -> Option<&crate::auth::Identity> {
+        self.identity.as_ref()
+    }
+
+    /// A plain-text client on a TLS port: answer in plain text and close.
+    pub fn refuse_plain_on_tls(&mut self, env: &mut Env) {
+        self.refuse(&Reject::new(400, "this port speaks TLS: use wss:// or https://"), env);
+    }
+
+    fn refuse(&mut self, reject: &Reject, env: &mut Env) {
+        env.stats.count_refusal(reject.status);
+        env.cork.extend(&reject.to_response());
+        self.linger(CloseReason::HandshakeRefused, env);
+    }
+}
+
+/// The 401 refusal for a failed authentication.
+fn unauthorized(e: &crate::auth::AuthError) -> Reject {
+    Reject::new(401, e.reason).with_header("WWW-Authenticate", e.www_authenticate())
+}
+
+/// Origin check against the allow-list (cross-site WebSocket hijacking).
+fn check_origin(req: &Request, s: &Settings) -> Result<(), Reject> {
+    match req.header("origin") {
+        None if s.allow_missing_origin => Ok(()),
+        None => Err(Reject::new(403, "Origin header required")),
+        Some(origin) => match &s.allowed_origins {
+            None => Ok(()),
+            Some(list) if list.iter().any(|o| o.as_bytes() == origin) => Ok(()),
+            Some(_) => Err(Reject::new(403, "origin not allowed")),
+        },
+    }
+}

@@ -1,0 +1,171 @@
+//! What a worker lends its connections: the [`Host`] that owns the clock,
+//! the output cork, the pool of tungstenite contexts, the counters, the
+//! settings and the application events, and the [`Env`] a connection borrows
+//! from it for one turn. [`Host::write_cork`] ends a turn the way the worker
+//! does (write the cork, spill the rest into the connection's outbox). No
+//! protocol logic lives here.
+
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+
+use super::{AppEvent, Conn, Settings};
+use crate::metrics::Stats;
+use crate::outbox::Cork;
+
+/// Contexts kept per worker for reuse.
+const CTX_POOL_MAX: usize = 64;
+
+/// Reusable tungstenite contexts, owned by a worker.
+#[derive(Default)]
+pub struct CtxPool {
+    // Boxed on purpose: contexts move between the pool and connections'
+    // `Option<Box<_>>` as one pointer, and a connection holds 8 bytes, not ~300.
+    #[allow(clippy::vec_box)]
+    pub(super) free: Vec<Box<WebSocketContext>>,
+}
+
+impl CtxPool {
+    pub(super) fn take(&mut self, config: &WebSocketConfig) -> Box<WebSocketContext> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Box::new(WebSocketContext::new(Role::Server, Some(*config))))
+    }
+
+    pub(super) fn give(&mut self, ctx: Box<WebSocketContext>) {
+        if self.free.len() < CTX_POOL_MAX {
+            self.free.push(ctx);
+        }
+    }
+}
+
+/// Everything a worker lends its connections, owned in one place: the clock,
+/// the output cork, the context pool, the counters, the settings and the
+/// application events. The worker holds one; so does every sans-IO driver
+/// (tests, fuzzers, benches), which then build an [`Env`] the same way the
+/// worker does.
+pub struct Host {
+    /// The current tick.
+    pub now: u64,
+    /// Milliseconds since start (for round-trip times).
+    pub now_ms: u64,
+    /// Wall-clock seconds since the Unix epoch (token expiry).
+    pub now_unix: u64,
+    /// Output for the connection whose turn it is.
+    pub cork: Cork,
+    /// Contexts to lend.
+    pub pool: CtxPool,
+    /// Counters.
+    pub stats: Stats,
+    /// Settings.
+    pub settings: Settings,
+    /// Events for the application layer.
+    pub events: Vec<AppEvent>,
+}
+
+impl Host {
+    /// A host at tick 0 with an empty cork, pool, counters and events.
+    pub fn new(settings: Settings) -> Host {
+        Host {
+            now: 0,
+            now_ms: 0,
+            now_unix: 0,
+            cork: Cork::default(),
+            pool: CtxPool::default(),
+            stats: Stats::default(),
+            settings,
+            events: Vec::new(),
+        }
+    }
+
+    /// Sets the clock for a simulation where a tick is `tick_ms` and the
+    /// wall clock started at `unix0`.
+    pub fn set_tick(&mut self, now: u64, tick_ms: u64, unix0: u64) {
+        self.now = now;
+        self.now_ms = now * tick_ms;
+        self.now_unix = unix0 + now * tick_ms / 1000;
+    }
+
+    /// The environment for one connection's turn.
+    pub fn env(&mut self) -> Env<'_> {
+        Env {
+            now: self.now,
+            now_ms: self.now_ms,
+            now_unix: self.now_unix,
+            cork: &mut self.cork,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            settings: &self.settings,
+            events: &mut self.events,
+        }
+    }
+
+    /// Ends a connection's turn the way a worker does: writes the cork to
+    /// `w` (the socket) unless output is already queued ahead of it or the
+    /// socket is not `writable`, moves what the kernel did not take into the
+    /// connection's outbox, and empties the cork. A write error closes the
+    /// connection. Does nothing when the cork is empty.
+    pub fn write_cork<W: std::io::Write + ?Sized>(
+        &mut self,
+        conn: &mut Conn,
+        w: &mut W,
+        writable: bool,
+    ) -> CorkWrite {
+        let mut done = CorkWrite { writable, resume_reading: false };
+        if self.cork.is_empty() {
+            return done;
+        }
+        let written = if conn.outbox.is_empty() && writable {
+            self.cork.write_to(w).unwrap_or_else(|_| {
+                conn.handle_io_error();
+                0
+            })
+        } else {
+            0
+        };
+        if written < self.cork.len() && !conn.is_closed() {
+            self.cork.spill_into(written, &mut conn.outbox);
+            done.writable = false;
+        }
+        self.cork.clear();
+        done.resume_reading = conn.handle_written(written, self.now, &self.settings);
+        done
+    }
+
+    /// Everything in the cork, as if the kernel took it all; the cork is
+    /// emptied.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.cork.len());
+        self.cork.write_to(&mut out).expect("writing into a Vec cannot fail");
+        self.cork.clear();
+        out
+    }
+}
+
+/// What [`Host::write_cork`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorkWrite {
+    /// The socket can still take more (nothing was left over).
+    pub writable: bool,
+    /// The connection's queue drained below half the high-water mark: the
+    /// worker must read from it again.
+    pub resume_reading: bool,
+}
+
+/// What a connection needs from its worker while it handles input or a timer.
+pub struct Env<'a> {
+    /// The current tick.
+    pub now: u64,
+    /// Milliseconds since the worker started (for round-trip times).
+    pub now_ms: u64,
+    /// Wall-clock seconds since the Unix epoch (token expiry).
+    pub now_unix: u64,
+    /// Output for this connection (written to the socket when its turn ends).
+    pub cork: &'a mut Cork,
+    /// Contexts to borrow.
+    pub pool: &'a mut CtxPool,
+    /// The worker's counters.
+    pub stats: &'a mut Stats,
+    /// Settings.
+    pub settings: &'a Settings,
+    /// Events for the worker's application layer.
+    pub events: &'a mut Vec<AppEvent>,
+}
