@@ -46,6 +46,22 @@ impl ConnId {
         (self.0 & MAX_KEY as u64) as usize
     }
 
+    /// The id without its worker (key and generation): what the worker
+    /// registers with its poll as the token, so an event for a connection
+    /// whose slot was freed and reused in the same turn finds nothing.
+    /// Below 2^54, so never one of the worker's own reserved tokens.
+    pub fn local(self) -> u64 {
+        self.0 & ((1 << (KEY_BITS + GEN_BITS)) - 1)
+    }
+
+    /// The id on `worker` whose [`ConnId::local`] part is `local`.
+    pub fn from_local(worker: usize, local: u64) -> ConnId {
+        ConnId(
+            ((worker as u64) << (KEY_BITS + GEN_BITS))
+                | (local & ((1 << (KEY_BITS + GEN_BITS)) - 1)),
+        )
+    }
+
     /// The generation of the slot when the connection was accepted.
     pub fn generation(self) -> u32 {
         ((self.0 >> KEY_BITS) & ((1 << GEN_BITS) - 1)) as u32
@@ -76,5 +92,14 @@ mod tests {
         let max = ConnId::from_parts(1023, MAX_KEY, u32::MAX);
         assert_eq!((max.worker(), max.key(), max.generation()), (1023, MAX_KEY, u32::MAX));
         assert_eq!(ConnId::new(id.get()), id);
+    }
+
+    #[test]
+    fn the_local_part_names_key_and_generation_and_stays_below_reserved_tokens() {
+        let id = ConnId::from_parts(1023, MAX_KEY, u32::MAX);
+        assert_eq!(ConnId::from_local(1023, id.local()), id);
+        assert!(id.local() < 1 << 54);
+        let reused = ConnId::from_parts(1023, MAX_KEY, 7);
+        assert_ne!(reused.local(), ConnId::from_parts(1023, MAX_KEY, 8).local());
     }
 }

@@ -86,8 +86,10 @@ pub struct ShutdownFlags {
     pub draining: Arc<AtomicUsize>,
 }
 
-fn token_of(key: usize) -> Token {
-    Token(key)
+/// The poll token of a connection: its id without the worker, so an event
+/// is matched by key and generation (see [`ConnId::local`]).
+fn token_of(id: ConnId) -> Token {
+    Token(id.local() as usize)
 }
 
 /// Messages other threads send a worker.
@@ -503,7 +505,7 @@ impl Worker {
                     ADMIN => self.accept_admin(),
                     TLS_LISTENER => self.accept_from(ListenerKind::Tls),
                     WAKER => {}
-                    Token(key) => self.conn_event(key, event),
+                    Token(token) => self.conn_event(token, event),
                 }
             }
             let ready = std::mem::take(&mut self.ready);
@@ -790,19 +792,16 @@ impl Worker {
             warn!("worker {}: connection table full, refusing {peer}", self.index);
             return;
         }
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            token_of(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!("worker {}: register failed: {e}", self.index);
-            return;
-        }
         if self.gens.len() <= key {
             self.gens.resize(key + 1, 0);
         }
         self.gens[key] = self.gens[key].wrapping_add(1);
         let id = ConnId::from_parts(self.index, key, self.gens[key]);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut sock, token_of(id), interest) {
+            warn!("worker {}: register failed: {e}", self.index);
+            return;
+        }
         let conn = Conn::accepted(self.core.host.now, &self.core.host.settings, admin);
         let deadline = conn.deadline(&self.core.host.settings);
         let timer = self.wheel.insert(deadline, key);
@@ -842,8 +841,12 @@ impl Worker {
         debug!("worker {} conn {id}: accepted from {peer}", self.index);
     }
 
-    fn conn_event(&mut self, key: usize, event: &Event) {
-        let Some(slot) = self.core.conns.get_mut(key) else {
+    fn conn_event(&mut self, token: usize, event: &Event) {
+        let id = ConnId::from_local(self.index, token as u64);
+        let key = id.key();
+        // A slot freed and reused since the event was queued has another
+        // generation: the event was for the connection that is gone.
+        let Some(slot) = self.core.conns.get_mut(key).filter(|s| s.id == id) else {
             return;
         };
         if event.is_read_closed() {
