@@ -1,0 +1,202 @@
+//! The application layer of one [`Worker`]: the broker's delivery into
+//! connections (`Deliver` for [`Core`]), what connections ask of the
+//! application ([`Worker::app_event`]), the HTTP routes (health, readiness,
+//! metrics), metrics queries across workers and the rate-limited refusal
+//! log.
+//!
+//! Nothing here touches a socket: replies are queued on connections and
+//! marked dirty, and the loop in `mod.rs` flushes them.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use log::{info, warn};
+
+use crate::conn::{AppEvent, HttpRoute, Route};
+use crate::handshake::http_response;
+use crate::id::ConnId;
+use crate::metrics::{render_prometheus, ProcessInfo, Stats};
+use crate::pubsub::broker::{BrokerEvent, Deliver};
+use crate::pubsub::Payload;
+
+use super::slot::Core;
+use super::{Control, Worker, QUERY_TIMEOUT_MS};
+
+/// At most this many refusal lines per second per worker reach the log.
+const REFUSAL_LOGS_PER_SEC: u32 = 10;
+
+impl Deliver for Core {
+    fn deliver(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        match self.key_of(to) {
+            Some(key) => self.queue(key, frame.clone()),
+            None => false,
+        }
+    }
+
+    fn deliver_direct(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        match self.key_of(to) {
+            Some(key) if self.conns[key].conn.route() == Some(Route::PubSub) => {
+                self.queue(key, frame.clone())
+            }
+            _ => false,
+        }
+    }
+}
+
+pub(super) struct PendingMetrics {
+    origin: ConnId,
+    remaining: usize,
+    stats: Vec<Stats>,
+    deadline_ms: u64,
+}
+
+impl Worker {
+    /// Logs a refusal at info, at most [`REFUSAL_LOGS_PER_SEC`] lines a
+    /// second, so a flood of bad clients cannot flood the log.
+    pub(super) fn log_refusal(&mut self, line: &str) {
+        let second = self.core.host.now_ms / 1000;
+        let (at, count, suppressed) = &mut self.refusal_log;
+        if *at != second {
+            if *suppressed > 0 {
+                info!("worker {}: {} refusal log lines suppressed", self.index, suppressed);
+            }
+            (*at, *count, *suppressed) = (second, 0, 0);
+        }
+        if *count < REFUSAL_LOGS_PER_SEC {
+            *count += 1;
+            info!("worker {}: refused {line}", self.index);
+        } else {
+            *suppressed += 1;
+        }
+    }
+
+    /// Logs what the broker reported (refusals, rate-limited).
+    fn broker_events(&mut self) {
+        while let Some(event) = self.broker.poll_event() {
+            match event {
+                BrokerEvent::Forbidden { conn, subject, publish, room } => {
+                    let subject = subject.as_deref().unwrap_or("anonymous");
+                    let action = if publish { "publish to" } else { "subscribe to" };
+                    let line = format!("conn {conn} ({subject}): may not {action} {room}");
+                    self.log_refusal(&line);
+                }
+            }
+        }
+    }
+
+    pub(super) fn app_event(&mut self, key: usize, id: Option<ConnId>, event: AppEvent) {
+        match event {
+            AppEvent::HttpPublish(p) => {
+                let payload = Payload::Json(Bytes::from(p.data));
+                self.broker.publish(&p.room, None, payload, &mut self.core);
+            }
+            AppEvent::Opened(Route::PubSub) => {
+                if let Some(id) = id {
+                    self.broker.handle_open(id, &mut self.core);
+                }
+            }
+            AppEvent::Opened(_) => {}
+            AppEvent::Http(route) => {
+                if let Some(id) = id {
+                    self.http_route(key, id, route);
+                }
+            }
+            AppEvent::Message(op, payload) => {
+                let Some(id) = id else { return };
+                let Some(slot) = self.core.conns.get(key).filter(|s| s.id == id) else { return };
+                let checked = self.broker.check_request(id, slot.conn.identity(), op, &payload);
+                let now_ms = self.core.host.now_ms;
+                self.broker.dispatch(id, checked, &payload, now_ms, &mut self.core);
+                self.broker_events();
+            }
+        }
+    }
+
+    fn http_route(&mut self, key: usize, id: ConnId, route: HttpRoute) {
+        let text = "text/plain; charset=utf-8";
+        let response = match route {
+            HttpRoute::Health => http_response(200, text, b"ok\n", &[]),
+            HttpRoute::Ready if self.shutdown.started.load(Ordering::Relaxed) => {
+                http_response(503, text, b"shutting down\n", &[])
+            }
+            HttpRoute::Ready => http_response(200, text, b"ready\n", &[]),
+            HttpRoute::Metrics => {
+                let mut pending = PendingMetrics {
+                    origin: id,
+                    remaining: self.peers.len() - 1,
+                    stats: Vec::new(),
+                    deadline_ms: self.core.host.now_ms + QUERY_TIMEOUT_MS,
+                };
+                pending.stats.resize(self.peers.len(), Stats::default());
+                pending.stats[self.index] = self.snapshot();
+                if pending.remaining == 0 {
+                    return self.answer_metrics(pending);
+                }
+                self.next_query += 1;
+                let (query, origin_worker) = (self.next_query, self.index);
+                for (w, out) in self.outgoing.iter_mut().enumerate() {
+                    if w != origin_worker {
+                        out.push(Control::StatsQuery { query, origin_worker });
+                    }
+                }
+                self.metrics_queries.insert(query, pending);
+                return;
+            }
+        };
+        self.respond(key, response);
+    }
+
+    fn respond(&mut self, key: usize, response: Vec<u8>) {
+        let Some(slot) = self.core.conns.get_mut(key) else { return };
+        slot.conn.respond(Bytes::from(response));
+        self.core.mark_dirty(key);
+    }
+
+    /// Answers a metrics request with what arrived. Workers that did not
+    /// answer in time are left out and named in the log.
+    fn answer_metrics(&mut self, p: PendingMetrics) {
+        let Some(key) = self.core.key_of(p.origin) else { return };
+        let process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
+        let body = render_prometheus(&p.stats, &process);
+        let response = http_response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
+        self.respond(key, response);
+    }
+
+    /// Metrics queries past their deadline are answered with what arrived;
+    /// the broker's own queries (presence) likewise.
+    pub(super) fn expire_queries(&mut self) {
+        let now_ms = self.core.host.now_ms;
+        self.broker.handle_timeout(now_ms, &mut self.core);
+        if self.metrics_queries.is_empty() {
+            return;
+        }
+        let expired: Vec<u64> = self
+            .metrics_queries
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(&q, _)| q)
+            .collect();
+        for q in expired {
+            if let Some(p) = self.metrics_queries.remove(&q) {
+                warn!(
+                    "worker {}: {} worker(s) did not answer a metrics query in {} ms",
+                    self.index, p.remaining, QUERY_TIMEOUT_MS
+                );
+                self.answer_metrics(p);
+            }
+        }
+    }
+
+    pub(super) fn handle_stats_reply(&mut self, query: u64, worker: usize, stats: Stats) {
+        let Some(p) = self.metrics_queries.get_mut(&query) else { return };
+        if let Some(slot) = p.stats.get_mut(worker) {
+            *slot = stats;
+        }
+        p.remaining -= 1;
+        if p.remaining == 0 {
+            if let Some(p) = self.metrics_queries.remove(&query) {
+                self.answer_metrics(p);
+            }
+        }
+    }
+}

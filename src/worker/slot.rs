@@ -1,0 +1,579 @@
+//! Connection slots and socket I/O for one [`Worker`]: the [`Slot`] per
+//! connection, its writer ([`Sink`], plain or TLS), accepting from the
+//! listeners, readiness events, reading (plain and TLS) with the per-turn
+//! cap, flushing, finishing a turn (backpressure, half-close, timers),
+//! removal, and holding pub/sub clients back while the bus is over budget.
+//!
+//! This is the only code that touches connection sockets. It must not decide
+//! anything at the application layer (rooms, routes, metrics): what the
+//! connections ask for goes to `app` through [`Worker::app_event`], and
+//! refusals are logged there.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{debug, warn};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use slab::Slab;
+
+use crate::conn::{Conn, Host, Route, NEVER};
+use crate::id::{ConnId, MAX_KEY};
+use crate::metrics::CloseReason;
+use crate::timer::TimerId;
+use crate::tls::{looks_like_plain_http, TlsIo, TlsRead};
+
+use super::{Worker, READ_CHUNK};
+
+/// Reads per connection per turn before others get a go.
+const MAX_READS_PER_TURN: usize = 4;
+/// Most often an accept failure for lack of descriptors is logged.
+const EMFILE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The poll token of a connection: its id without the worker, so an event
+/// is matched by key and generation (see [`ConnId::local`]).
+fn token_of(id: ConnId) -> Token {
+    Token(id.local() as usize)
+}
+
+pub(super) struct Slot {
+    pub(super) sock: TcpStream,
+    pub(super) conn: Conn,
+    pub(super) peer: SocketAddr,
+    pub(super) timer: Option<TimerId>,
+    pub(super) timer_at: u64,
+    pub(super) writable: bool,
+    pub(super) dirty: bool,
+    pub(super) id: ConnId,
+    /// rustls state for connections accepted on the TLS listener.
+    pub(super) tls: Option<Box<rustls::ServerConnection>>,
+    /// The first byte of a TLS connection was checked for plain HTTP.
+    pub(super) tls_sniffed: bool,
+    /// Counted by the per-IP limiter (release on close).
+    pub(super) ip_counted: bool,
+    /// The peer's FIN was reported (no further readiness edge will come).
+    pub(super) read_closed: bool,
+}
+
+/// A connection's writer: the socket, or TLS over it.
+enum Sink<'a> {
+    Plain(&'a mut TcpStream),
+    Tls(TlsIo<'a, TcpStream>),
+}
+
+fn sink<'a>(
+    tls: &'a mut Option<Box<rustls::ServerConnection>>,
+    sock: &'a mut TcpStream,
+) -> Sink<'a> {
+    match tls.as_deref_mut() {
+        Some(tls) => Sink::Tls(TlsIo { tls, sock }),
+        None => Sink::Plain(sock),
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(s) => s.write(buf),
+            Sink::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(s) => s.write_vectored(bufs),
+            Sink::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(s) => s.flush(),
+            Sink::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Slot {
+    /// Pushes out TLS records rustls holds; false if the socket is full.
+    fn flush_tls(&mut self) -> io::Result<bool> {
+        match self.tls.as_deref_mut() {
+            Some(tls) => TlsIo { tls, sock: &mut self.sock }.flush_records(),
+            None => Ok(true),
+        }
+    }
+}
+
+/// Which listener a connection came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ListenerKind {
+    Main,
+    Admin,
+    Tls,
+}
+
+/// Connections and what operating on them needs, apart from the loop.
+pub(super) struct Core {
+    pub(super) conns: Slab<Slot>,
+    /// The clock, cork, context pool, counters, settings and events the
+    /// connections borrow (as an `Env`) during their turns.
+    pub(super) host: Host,
+    /// Connections with queued output to flush at the end of the iteration.
+    pub(super) dirty: Vec<usize>,
+}
+
+impl Core {
+    /// Queues an encoded frame to connection `key` (fan-out or reply).
+    pub(super) fn queue(&mut self, key: usize, frame: Bytes) -> bool {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let mut env = self.host.env();
+        let queued = slot.conn.enqueue(frame, &mut env);
+        if !self.host.cork.is_empty() {
+            // A slow-consumer close frame: it goes behind the queue.
+            self.host.cork.spill_into(0, &mut slot.conn.outbox);
+            self.host.cork.clear();
+        }
+        self.mark_dirty(key);
+        queued
+    }
+
+    /// Flush `key` at the end of this poll iteration (once).
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// The live connection with id `id` on this worker, if any.
+    pub(super) fn key_of(&self, id: ConnId) -> Option<usize> {
+        let key = id.key();
+        self.conns.get(key).filter(|s| s.id == id).map(|_| key)
+    }
+}
+
+impl Worker {
+    pub(super) fn accept_all(&mut self) {
+        self.accept_from(ListenerKind::Main);
+        self.accept_from(ListenerKind::Tls);
+    }
+
+    pub(super) fn accept_admin(&mut self) {
+        self.accept_from(ListenerKind::Admin);
+    }
+
+    pub(super) fn accept_from(&mut self, kind: ListenerKind) {
+        if self.accept_paused {
+            return;
+        }
+        loop {
+            let listener = match kind {
+                ListenerKind::Main => self.listener.as_ref(),
+                ListenerKind::Admin => self.admin.as_ref(),
+                ListenerKind::Tls => self.tls_listener.as_ref().map(|(l, _)| l),
+            };
+            let Some(listener) = listener else { return };
+            match listener.accept() {
+                Ok((sock, peer)) => self.add_conn(sock, peer, kind),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Out of descriptors: keep serving, retry on the next
+                    // tick or when a connection closes (the listener is
+                    // edge-triggered, so it will not spin).
+                    self.core.host.stats.accept_emfile += 1;
+                    self.accept_paused = true;
+                    let now = Instant::now();
+                    if self.last_emfile_log.is_none_or(|t| now - t >= EMFILE_LOG_INTERVAL) {
+                        self.last_emfile_log = Some(now);
+                        warn!(
+                            "worker {}: accept failed: {e}; {} connections open, retrying",
+                            self.index,
+                            self.core.conns.len()
+                        );
+                    }
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    warn!("worker {}: accept failed: {e}", self.index);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+        let tls = match (kind, &self.tls_listener) {
+            (ListenerKind::Tls, Some((_, cfg))) => match rustls::ServerConnection::new(cfg.clone())
+            {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    warn!("worker {}: TLS setup failed for {peer}: {e}", self.index);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let admin = kind == ListenerKind::Admin;
+        // Every listener has TCP_NODELAY, and accepted sockets normally
+        // inherit it (Linux does): verified on the first accept, then trusted.
+        if !self.nodelay_checked {
+            self.nodelay_checked = true;
+            self.nodelay_inherited = sock.nodelay().unwrap_or(false);
+        }
+        if !self.nodelay_inherited {
+            let _ = sock.set_nodelay(true);
+        }
+        let settings = &self.core.host.settings;
+        if settings.socket_send_buffer > 0 {
+            let _ = socket2::SockRef::from(&sock).set_send_buffer_size(settings.socket_send_buffer);
+        }
+        if settings.socket_recv_buffer > 0 {
+            let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(settings.socket_recv_buffer);
+        }
+        let entry = self.core.conns.vacant_entry();
+        let key = entry.key();
+        if key > MAX_KEY {
+            warn!("worker {}: connection table full, refusing {peer}", self.index);
+            return;
+        }
+        if self.gens.len() <= key {
+            self.gens.resize(key + 1, 0);
+        }
+        self.gens[key] = self.gens[key].wrapping_add(1);
+        let id = ConnId::from_parts(self.index, key, self.gens[key]);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut sock, token_of(id), interest) {
+            warn!("worker {}: register failed: {e}", self.index);
+            return;
+        }
+        let conn = Conn::accepted(self.core.host.now, &self.core.host.settings, admin);
+        let deadline = conn.deadline(&self.core.host.settings);
+        let timer = self.wheel.insert(deadline, key);
+        entry.insert(Slot {
+            sock,
+            conn,
+            peer,
+            timer: Some(timer),
+            timer_at: deadline,
+            writable: true,
+            dirty: false,
+            id,
+            tls,
+            tls_sniffed: false,
+            ip_counted: false,
+            read_closed: false,
+        });
+        self.core.host.stats.accepted += 1;
+        self.core.host.stats.open += 1;
+        if let Some(limiter) = self.core.host.settings.ip_limiter.clone() {
+            let unix_ms = unix_now_ms();
+            match limiter.admit_detailed(peer.ip(), unix_ms) {
+                Ok(()) => self.core.conns[key].ip_counted = true,
+                Err(refusal) => {
+                    let reject = crate::handshake::Reject::new(
+                        429,
+                        "too many connections from this address",
+                    )
+                    .with_header("Retry-After", refusal.retry_after_s().to_string());
+                    let core = &mut self.core;
+                    core.conns[key].conn.refuse_auth(&reject, &mut core.host.env());
+                    self.finish(key);
+                    return;
+                }
+            }
+        }
+        debug!("worker {} conn {id}: accepted from {peer}", self.index);
+    }
+
+    pub(super) fn conn_event(&mut self, token: usize, event: &Event) {
+        let id = ConnId::from_local(self.index, token as u64);
+        let key = id.key();
+        // A slot freed and reused since the event was queued has another
+        // generation: the event was for the connection that is gone.
+        let Some(slot) = self.core.conns.get_mut(key).filter(|s| s.id == id) else {
+            return;
+        };
+        if event.is_read_closed() {
+            slot.read_closed = true;
+        }
+        if event.is_writable() {
+            slot.writable = true;
+            if slot.tls.is_some() {
+                match slot.flush_tls() {
+                    Ok(done) => slot.writable = done,
+                    Err(_) => slot.conn.handle_io_error(),
+                }
+            }
+            self.flush(key);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_conn(key);
+        }
+        self.end_turn(key);
+    }
+
+    /// After a connection's input: write its output, then act on what it
+    /// asked of the application layer.
+    pub(super) fn end_turn(&mut self, key: usize) {
+        let id = self.core.conns.get(key).map(|s| s.id);
+        self.finish(key);
+        if !self.core.host.events.is_empty() {
+            let mut events = std::mem::take(&mut self.core.host.events);
+            for event in events.drain(..) {
+                self.app_event(key, id, event);
+            }
+            self.core.host.events = events;
+        }
+    }
+
+    /// Writes queued output; resumes reading when the queue drained enough.
+    fn flush(&mut self, key: usize) {
+        let slot = &mut self.core.conns[key];
+        if slot.conn.outbox.is_empty() || !slot.writable {
+            return;
+        }
+        match slot.conn.outbox.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
+            Ok(n) => {
+                if !slot.conn.outbox.is_empty() {
+                    slot.writable = false;
+                }
+                if slot.conn.handle_written(n, self.core.host.now, &self.core.host.settings) {
+                    self.ready.push(key);
+                }
+            }
+            Err(_) => slot.conn.handle_io_error(),
+        }
+    }
+
+    pub(super) fn read_conn(&mut self, key: usize) {
+        let Some(slot) = self.core.conns.get(key) else {
+            return;
+        };
+        if slot.conn.route() == Some(Route::PubSub) && self.bus_over_budget() {
+            // Backpressure: what this client sends stays in its socket (and
+            // then in its own send buffer) until the bus has room.
+            self.bus_deferred.push(key);
+            return;
+        }
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else {
+            return;
+        };
+        if slot.tls.is_some() {
+            return self.read_tls(key);
+        }
+        for _ in 0..MAX_READS_PER_TURN {
+            if !slot.conn.wants_read() {
+                return;
+            }
+            match slot.sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    slot.conn.handle_eof();
+                    return;
+                }
+                Ok(n) => {
+                    let mut env = core.host.env();
+                    slot.conn.handle_input(&self.scratch[..n], &mut env);
+                    if n < self.scratch.len() && !slot.read_closed {
+                        // A short read drained the socket; the next edge
+                        // brings us back. Not so after the peer's FIN: no
+                        // edge follows it, so read on to the end of stream.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    slot.conn.handle_io_error();
+                    return;
+                }
+            }
+        }
+        // Read cap hit: come back after the others had their turn.
+        self.ready.push(key);
+    }
+
+    /// Reads from a TLS connection: records in, plaintext to the connection.
+    fn read_tls(&mut self, key: usize) {
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else { return };
+        if !slot.tls_sniffed {
+            let mut first = [0u8; 1];
+            match slot.sock.peek(&mut first) {
+                Ok(0) => return slot.conn.handle_eof(),
+                Ok(_) => {
+                    slot.tls_sniffed = true;
+                    if looks_like_plain_http(&first) {
+                        // Answer in plain text, then close.
+                        slot.tls = None;
+                        return slot.conn.refuse_plain_on_tls(&mut core.host.env());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return slot.conn.handle_io_error(),
+            }
+        }
+        let mut plain = 0;
+        while slot.conn.wants_read() && plain < MAX_READS_PER_TURN * READ_CHUNK {
+            let Some(tls) = slot.tls.as_deref_mut() else { return };
+            let mut io = TlsIo { tls, sock: &mut slot.sock };
+            match io.read_plain(&mut self.scratch) {
+                Ok(TlsRead::Data(n)) => {
+                    plain += n;
+                    slot.conn.handle_input(&self.scratch[..n], &mut core.host.env());
+                }
+                Ok(TlsRead::WouldBlock) => return,
+                Ok(TlsRead::Eof) => return slot.conn.handle_eof(),
+                Err(e) => {
+                    debug!("worker {} conn {}: TLS error: {e}", self.index, slot.id);
+                    return slot.conn.handle_io_error();
+                }
+            }
+        }
+        if slot.conn.wants_read() {
+            self.ready.push(key);
+        }
+    }
+
+    pub(super) fn on_timer(&mut self, key: usize) {
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else {
+            return;
+        };
+        slot.timer = None;
+        slot.timer_at = NEVER;
+        let mut env = core.host.env();
+        slot.conn.handle_timer(&mut env);
+        self.finish(key);
+    }
+
+    /// Ends a connection's turn: write its output, apply backpressure,
+    /// half-close or drop it, and keep its timer right.
+    pub(super) fn finish(&mut self, key: usize) {
+        let core = &mut self.core;
+        let Some(slot) = core.conns.get_mut(key) else {
+            core.host.cork.clear();
+            return;
+        };
+        if !core.host.cork.is_empty() {
+            let mut w = sink(&mut slot.tls, &mut slot.sock);
+            let done = core.host.write_cork(&mut slot.conn, &mut w, slot.writable);
+            slot.writable = done.writable;
+            if done.resume_reading {
+                self.ready.push(key);
+            }
+        } else if !slot.conn.outbox.is_empty() && slot.writable {
+            self.flush(key);
+        }
+        let core = &mut self.core;
+        let slot = &mut core.conns[key];
+        slot.conn.update_backpressure(&core.host.settings);
+        if slot.tls.is_some() && slot.writable {
+            match slot.flush_tls() {
+                Ok(done) => slot.writable = done,
+                Err(_) => slot.conn.handle_io_error(),
+            }
+        }
+        if slot.conn.wants_shutdown() {
+            if let Some(tls) = slot.tls.as_deref_mut() {
+                TlsIo { tls, sock: &mut slot.sock }.close_notify();
+            }
+            if !slot.conn.close_when_flushed() {
+                // Half-close, then drain until EOF so the client reads all.
+                let _ = slot.sock.shutdown(Shutdown::Write);
+            }
+            slot.conn.shutdown_done();
+        }
+        if slot.conn.is_closed() {
+            self.remove(key);
+            return;
+        }
+        let want = slot.conn.deadline(&core.host.settings).max(core.host.now + 1);
+        if want < slot.timer_at {
+            match slot.timer {
+                Some(id) if self.wheel.reschedule(id, want) => {}
+                _ => slot.timer = Some(self.wheel.insert(want, key)),
+            }
+            slot.timer_at = want;
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        // `mut` for the deregister outside Linux.
+        #[allow(unused_mut)]
+        let mut slot = self.core.conns.remove(key);
+        if let Some(id) = slot.timer {
+            self.wheel.cancel(id);
+        }
+        // On Linux, closing the descriptor (dropping the slot) removes it
+        // from epoll: an explicit EPOLL_CTL_DEL would be one more syscall per
+        // connection. (An event already returned for this key in the current
+        // batch is harmless either way: handlers stop at WouldBlock.)
+        #[cfg(not(target_os = "linux"))]
+        let _ = self.poll.registry().deregister(&mut slot.sock);
+        self.broker.handle_close(slot.id);
+        if slot.ip_counted {
+            if let Some(limiter) = &self.core.host.settings.ip_limiter {
+                limiter.release(slot.peer.ip());
+            }
+        }
+        let reason = slot.conn.close_reason().unwrap_or(CloseReason::IoError);
+        if matches!(reason, CloseReason::AuthRefused | CloseReason::RateLimited) {
+            let line = format!("conn {} from {}: {}", slot.id, slot.peer, reason.as_str());
+            self.log_refusal(&line);
+        }
+        self.core.host.stats.count_close(reason);
+        self.core.host.stats.open -= 1;
+        debug!(
+            "worker {} conn {}: closed ({}) peer {} phase {:?}",
+            self.index,
+            slot.id,
+            reason.as_str(),
+            slot.peer,
+            slot.conn.phase()
+        );
+        if self.accept_paused {
+            // A descriptor was just freed.
+            self.accept_paused = false;
+            drop(slot);
+            self.accept_all();
+            self.accept_admin();
+        }
+    }
+
+    /// True when this worker's traffic to some worker is over the budget
+    /// (counting what the broker holds for it and what is in flight).
+    fn bus_over_budget(&self) -> bool {
+        (0..self.peers.len()).any(|w| {
+            w != self.index
+                && self.bus.in_flight(w) + self.broker.pending_bytes(w) > self.bus.budget_bytes
+        })
+    }
+
+    /// Reads the connections held back by the bus budget once it has room.
+    pub(super) fn resume_bus_deferred(&mut self) {
+        if self.bus_deferred.is_empty() || self.bus_over_budget() {
+            return;
+        }
+        self.ready.append(&mut self.bus_deferred);
+    }
+}
