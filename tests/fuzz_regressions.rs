@@ -404,3 +404,28 @@ fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadab
         Ok(other) => panic!("{other:?}"),
     }
 }
+
+/// Found by the shutdown test under load: a frame the application queued
+/// (a room delivery) and a close in the cork in the same turn. The cork went
+/// behind the queue without any write, yet the socket was marked full, so
+/// nothing was written until the close deadline and the client lost both the
+/// message and the close.
+#[test]
+fn a_cork_behind_a_queue_does_not_mark_the_socket_full() {
+    let mut sim = Sim::new(|_| {});
+    let message = frame_unmasked(b"bye");
+    assert!(sim.conn.enqueue(message, &mut sim.host.env()));
+    sim.conn.start_close(
+        tungstenite::protocol::frame::coding::CloseCode::Away,
+        "server shutting down",
+        wsedge::metrics::CloseReason::Shutdown,
+        &mut sim.host.env(),
+    );
+    let done = sim.host.write_cork(&mut sim.conn, &mut sim.kernel, true);
+    assert!(done.writable, "nothing was written, so the socket is not known to be full");
+    // The caller now writes the queue: the message, then the close.
+    sim.drain(usize::MAX);
+    let frames = server_frames(&sim.kernel.wire);
+    assert_eq!(frames.first().map(|f| (f.0, f.1.as_slice())), Some((1, &b"bye"[..])));
+    assert_eq!(frames.get(1).map(|f| f.0), Some(8), "the close follows the message");
+}

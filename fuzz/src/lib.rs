@@ -169,7 +169,8 @@ impl Sim {
             );
             let done = self.host.write_cork(&mut self.conn, &mut self.kernel, self.writable);
             self.writable = done.writable;
-        } else if !self.conn.outbox.is_empty() && self.writable {
+        }
+        if !self.conn.outbox.is_empty() && self.writable {
             self.flush(budget);
         }
         self.after_turn();

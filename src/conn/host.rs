@@ -113,7 +113,10 @@ impl Host {
         if self.cork.is_empty() {
             return done;
         }
-        let written = if conn.outbox.is_empty() && writable {
+        // Behind a queue the cork waits its turn; only a write the kernel cut
+        // short means the socket is full (and a writable edge will come).
+        let attempted = conn.outbox.is_empty() && writable;
+        let written = if attempted {
             self.cork.write_to(w).unwrap_or_else(|_| {
                 conn.handle_io_error();
                 0
@@ -123,7 +126,9 @@ impl Host {
         };
         if written < self.cork.len() && !conn.is_closed() {
             self.cork.spill_into(written, &mut conn.outbox);
-            done.writable = false;
+            if attempted {
+                done.writable = false;
+            }
         }
         self.cork.clear();
         done.resume_reading = conn.handle_written(written, self.now, &self.settings);
@@ -143,7 +148,9 @@ impl Host {
 /// What [`Host::write_cork`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CorkWrite {
-    /// The socket can still take more (nothing was left over).
+    /// The socket can still take more: nothing was left over, or nothing
+    /// was tried because a queue is ahead of the cork (the caller then
+    /// writes the queue, the cork now at its end).
     pub writable: bool,
     /// The connection's queue drained below half the high-water mark: the
     /// worker must read from it again.

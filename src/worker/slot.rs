@@ -481,7 +481,10 @@ impl Worker {
             if done.resume_reading {
                 self.ready.push(key);
             }
-        } else if !slot.conn.outbox.is_empty() && slot.writable {
+        }
+        // What was queued before (application output, the cork's spill)
+        // goes now if the socket can take it.
+        if !self.core.conns[key].conn.outbox.is_empty() && self.core.conns[key].writable {
             self.flush(key);
         }
         let core = &mut self.core;
