@@ -28,6 +28,23 @@ Flags override the config file, which overrides the embedded default.
 A value may follow its flag or be attached with =, e.g. --workers=4.
 Logging: RUST_LOG=debug|info|warn (default info).";
 
+/// How often freed heap memory is handed back to the kernel.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Hands memory the allocator keeps after a burst (a publish flood, large
+/// messages) back to the kernel. glibc keeps freed memory in each thread's
+/// arena and returns only the top of the main heap by itself, so after a
+/// flood ends RSS would stay at its peak. One `malloc_trim` every
+/// [`TRIM_INTERVAL`] releases it (BENCHMARKS.md, "Memory after a flood").
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a byte count and only walks glibc's own
+    // arenas under their locks; it touches no memory of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Exit status when a worker thread panicked or stopped on its own
 /// (EX_SOFTWARE in sysexits.h): the process is broken, restart it.
 const EXIT_WORKER_DIED: u8 = 70;
@@ -239,8 +256,13 @@ fn main() -> ExitCode {
     let mut server = server;
     let summary = Duration::from_millis(config.log.summary_interval_ms);
     let mut last = (std::time::Instant::now(), server.stats());
+    let mut last_trim = std::time::Instant::now();
     while !server.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        if last_trim.elapsed() >= TRIM_INTERVAL {
+            last_trim = std::time::Instant::now();
+            release_free_memory();
+        }
         // A dead worker never reports its drain, so waiting for the others
         // would hang; exit so a supervisor restarts the process. Clients of
         // the other workers get no close frame (README, "Operations").

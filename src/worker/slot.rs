@@ -482,9 +482,13 @@ impl Worker {
                 self.ready.push(key);
             }
         }
-        // What was queued before (application output, the cork's spill)
-        // goes now if the socket can take it.
-        if !self.core.conns[key].conn.outbox.is_empty() && self.core.conns[key].writable {
+        // What was queued before (the cork's spill, earlier output) goes now
+        // if the socket can take it; but not while the connection is dirty:
+        // application output queued this iteration (an ack) is written by
+        // flush_dirty, after send_outgoing, so no client sees an ack before
+        // the bus message it acknowledges is on its way.
+        let slot = &self.core.conns[key];
+        if !slot.dirty && !slot.conn.outbox.is_empty() && slot.writable {
             self.flush(key);
         }
         let core = &mut self.core;
