@@ -377,12 +377,10 @@ fn frame_unmasked(payload: &[u8]) -> Bytes {
 /// out of the range of an f64 (`555555555555555555E555...`) is valid JSON
 /// syntax that strict parsers (serde_json, and JavaScript reads `Infinity`)
 /// refuse: no subscriber can read the message. The same holds for `data`
-/// over WebSocket (`publish`, `send`). OPEN: the fix (refuse such `data`
-/// with `bad_field` / 400, at the cost of checking the numbers of every
-/// published value once) belongs to the pub/sub rework; this test is
-/// ignored until then and fails when run with `--ignored`.
+/// over WebSocket (`publish`, `send`). Fixed: such `data` is refused with
+/// `bad_field` / 400 (a scan of the raw value parses only numbers that could
+/// overflow an f64).
 #[test]
-#[ignore = "open: data with an out-of-range number is delivered raw (FUZZING.md, bug 6)"]
 fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadable() {
     use wsedge::pubsub::protocol::{message, parse_http_publish, parse_text, Request};
     let data = "{\"h\":555555555555555555E55555555555555555555550}";

@@ -15,6 +15,8 @@ use serde_json::value::RawValue;
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+mod numbers;
+
 /// Longest room name, bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
 
@@ -234,10 +236,20 @@ fn data_field<'a>(
             format!("data is {} bytes, over the limit of {max_data}", data.len()),
         ));
     }
+    if let Some(number) = numbers::out_of_range_number(data) {
+        let shown: String = number.chars().take(32).collect();
+        let more = if shown.len() < number.len() { "..." } else { "" };
+        return Err(ProtoError::new(
+            id,
+            ErrorCode::BadField,
+            format!("`data` has a number out of the range of a 64-bit float: {shown}{more}"),
+        ));
+    }
     Ok(data)
 }
 
-/// Parses a JSON text request. `max_data` bounds the raw `data` value.
+/// Parses a JSON text request. `max_data` bounds the raw `data` value, which
+/// is refused (`bad_field`) if it has a number that is not finite as an f64.
 pub fn parse_text(text: &str, max_data: usize) -> Result<Request<'_>, ProtoError> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| {
         ProtoError::new(
@@ -474,7 +486,9 @@ pub struct HttpPublish {
     pub data: String,
 }
 
-/// Parses a publish API body; on failure the HTTP status and a reason.
+/// Parses a publish API body; on failure the HTTP status and a reason (413
+/// for `data` over `max_data`, 400 for anything else, including `data` with
+/// a number that is not finite as an f64).
 pub fn parse_http_publish(body: &[u8], max_data: usize) -> Result<HttpPublish, (u16, String)> {
     let text = std::str::from_utf8(body).map_err(|_| (400, "body is not UTF-8".to_string()))?;
     #[derive(Deserialize)]
@@ -487,7 +501,10 @@ pub fn parse_http_publish(body: &[u8], max_data: usize) -> Result<HttpPublish, (
     let b: Body = serde_json::from_str(text)
         .map_err(|e| (400, format!("body must be a JSON object: {}", e.classify_str())))?;
     let room = room_field(None, b.room).map_err(|e| (400, e.message.into_owned()))?;
-    let data = data_field(None, b.data, max_data).map_err(|e| (413, e.message.into_owned()))?;
+    let data = data_field(None, b.data, max_data).map_err(|e| {
+        let status = if e.code == ErrorCode::TooLarge { 413 } else { 400 };
+        (status, e.message.into_owned())
+    })?;
     Ok(HttpPublish { room: room.into_owned(), data: data.to_string() })
 }
 
@@ -648,6 +665,29 @@ mod tests {
         assert_eq!(
             parse_http_publish(br#"{"room":"a","data":"0123456789"}"#, 5).unwrap_err().0,
             413
+        );
+    }
+
+    #[test]
+    fn data_with_a_number_strict_parsers_refuse_is_refused() {
+        let publish = r#"{"type":"publish","room":"a","id":9,"data":{"h":[1,-1e309]}}"#;
+        let e = parse_text(publish, 1024).unwrap_err();
+        assert_eq!((e.code, e.id.as_deref()), (ErrorCode::BadField, Some("9")));
+        assert!(e.message.contains("-1e309"), "{}", e.message);
+        let send = r#"{"type":"send","to":"ff","data":1e309}"#;
+        assert_eq!(code(send), ErrorCode::BadField);
+        let body = br#"{"room":"a","data":{"h":555555555555555555E55555555555555555555550}}"#;
+        let (status, reason) = parse_http_publish(body, 1024).unwrap_err();
+        assert_eq!(status, 400);
+        assert!(reason.contains("out of the range"), "{reason}");
+        // A long token is cut in the message.
+        let long = format!(r#"{{"type":"publish","room":"a","data":{}}}"#, "9".repeat(400));
+        assert!(parse_text(&long, 1024).unwrap_err().message.ends_with("9..."));
+        // Finite numbers, and out-of-range ones inside strings, pass raw.
+        let ok = r#"{"type":"publish","room":"a","data":[1e308,123456789012345678901234567890,"1e309"]}"#;
+        let r = parse_text(ok, 1024).unwrap();
+        assert!(
+            matches!(r, Request::Publish { data, .. } if data == r#"[1e308,123456789012345678901234567890,"1e309"]"#)
         );
     }
 }
