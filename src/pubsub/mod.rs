@@ -2,7 +2,8 @@
 //! ([`protocol`]), per-worker room membership and ownership ([`room`]), and
 //! the per-worker [`broker::Broker`] that ties them together. The messages
 //! brokers exchange ([`BusMsg`]) live here; the worker moves them through
-//! bounded channels plus `mio::Waker`, batched per poll iteration.
+//! channels plus `mio::Waker`, batched per poll iteration, within a byte
+//! budget per destination worker (`worker::Bus`).
 
 pub mod broker;
 pub mod protocol;
