@@ -34,22 +34,23 @@
 //! `frames.rs` frame scanning and the fast path; `tests.rs` the sans-IO tests.
 
 mod accept;
+mod close;
 mod frames;
 mod host;
 mod settings;
 
 pub use accept::HttpRoute;
+pub use close::{CloseCause, CloseRow};
 pub use host::{CorkWrite, CtxPool, Env, Host};
 pub use settings::Settings;
 
 use bytes::Bytes;
 use tungstenite::error::Error as WsError;
-use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
+use tungstenite::protocol::{Message, WebSocketContext};
 
 use crate::config::SlowConsumerPolicy;
-use crate::metrics::CloseReason;
 use crate::outbox::Outbox;
 use crate::pubsub::protocol::{self as proto, ErrorCode, HttpPublish, ProtoError};
 use crate::ratelimit::TokenBucket;
@@ -113,7 +114,7 @@ pub struct Conn {
     /// Bytes the kernel has not taken yet.
     pub outbox: Outbox,
     read_paused: bool,
-    close_reason: Option<CloseReason>,
+    close_reason: Option<CloseCause>,
     /// Tick of the phase deadline (handshake, close or linger).
     phase_deadline: u64,
     last_recv: u64,
@@ -183,7 +184,7 @@ impl Conn {
     }
 
     /// Why the connection ended (or is ending), once known.
-    pub fn close_reason(&self) -> Option<CloseReason> {
+    pub fn close_reason(&self) -> Option<CloseCause> {
         self.close_reason
     }
 
@@ -254,7 +255,7 @@ impl Conn {
     pub fn handle_eof(&mut self) {
         match self.phase {
             Phase::Handshake | Phase::Open | Phase::Closing => {
-                self.set_closed(CloseReason::ClientVanished)
+                self.set_closed(CloseCause::ClientVanished)
             }
             Phase::Linger | Phase::Closed => self.phase = Phase::Closed,
         }
@@ -263,7 +264,7 @@ impl Conn {
     /// The socket failed.
     pub fn handle_io_error(&mut self) {
         if self.close_reason.is_none() {
-            self.close_reason = Some(CloseReason::IoError);
+            self.close_reason = Some(CloseCause::IoError);
         }
         self.phase = Phase::Closed;
     }
@@ -314,24 +315,20 @@ impl Conn {
         match self.phase {
             Phase::Handshake => {
                 if now >= self.phase_deadline {
-                    self.set_closed(CloseReason::HandshakeTimeout);
+                    self.set_closed(CloseCause::HandshakeTimeout);
                 }
             }
             Phase::Open => {
                 if now >= self.last_recv + s.dead_ticks {
-                    self.fail(CloseCode::Away, "no response to ping", CloseReason::Timeout, env);
+                    self.fail(CloseCause::Timeout, env);
                 } else if !self.outbox.is_empty() && now >= self.last_write_progress + s.stall_ticks
                 {
-                    // The client stopped reading: nothing we queue can reach it.
+                    // The client stopped reading: nothing we queue can reach
+                    // it, a close frame included.
                     self.outbox.discard_unstarted();
-                    self.set_closed(CloseReason::SlowConsumer);
+                    self.set_closed(CloseCause::SlowConsumer);
                 } else if s.idle_ticks.is_some_and(|idle| now >= self.last_msg + idle) {
-                    self.start_close(
-                        CloseCode::Normal,
-                        "idle timeout",
-                        CloseReason::IdleTimeout,
-                        env,
-                    );
+                    self.start_close(CloseCause::IdleTimeout, env);
                 } else if now >= self.last_recv.max(self.last_ping) + s.ping_ticks {
                     self.last_ping = now;
                     self.ping_sent_ms = env.now_ms.max(1);
@@ -348,18 +345,13 @@ impl Conn {
     }
 
     /// Starts the close handshake from the server side (shutdown, idle
-    /// timeout): sends a close frame and waits for the reply.
-    pub fn start_close(
-        &mut self,
-        code: CloseCode,
-        reason: &'static str,
-        why: CloseReason,
-        env: &mut Env,
-    ) {
+    /// timeout): sends the close frame of `why` (see [`CloseCause::row`])
+    /// and waits for the reply.
+    pub fn start_close(&mut self, why: CloseCause, env: &mut Env) {
         match self.phase {
             Phase::Open => {
                 self.close_reason.get_or_insert(why);
-                self.send_close(code, reason, env);
+                self.send_close(why, env);
                 self.phase = Phase::Closing;
                 self.phase_deadline = env.now + env.settings.close_ticks;
             }
@@ -368,13 +360,13 @@ impl Conn {
         }
     }
 
-    fn set_closed(&mut self, why: CloseReason) {
+    fn set_closed(&mut self, why: CloseCause) {
         self.close_reason.get_or_insert(why);
         self.phase = Phase::Closed;
     }
 
     /// Enters `Linger`: flush, half-close, discard input until EOF or deadline.
-    fn linger(&mut self, why: CloseReason, env: &Env) {
+    fn linger(&mut self, why: CloseCause, env: &Env) {
         self.close_reason.get_or_insert(why);
         self.phase = Phase::Linger;
         self.phase_deadline = env.now + env.settings.close_ticks;
@@ -384,16 +376,18 @@ impl Conn {
         self.ctx = None;
     }
 
-    /// _Fail the WebSocket Connection_: send a close frame with `code` and
+    /// _Fail the WebSocket Connection_: send the close frame of `why` and
     /// stop, without waiting for the reply (RFC 6455 section 7.1.7).
-    fn fail(&mut self, code: CloseCode, reason: &'static str, why: CloseReason, env: &mut Env) {
-        self.send_close(code, reason, env);
+    fn fail(&mut self, why: CloseCause, env: &mut Env) {
+        self.send_close(why, env);
         self.linger(why, env);
     }
 
-    fn send_close(&mut self, code: CloseCode, reason: &'static str, env: &mut Env) {
-        let frame = CloseFrame { code, reason: reason.into() };
-        self.with_ctx(env, |ctx, io| ctx.close(io, Some(frame)));
+    /// Sends the close frame the table gives `why` (an empty close frame if
+    /// it gives none).
+    fn send_close(&mut self, why: CloseCause, env: &mut Env) {
+        let frame = why.close_frame();
+        self.with_ctx(env, |ctx, io| ctx.close(io, frame));
     }
 
     /// Runs `f` with the connection's tungstenite context (borrowing one from
@@ -447,14 +441,13 @@ impl Conn {
                     // as soon as its close frame is flushed. The client sent
                     // its close, so nothing more is coming: no need to wait
                     // for its EOF.
-                    self.linger(CloseReason::ClientClose, env);
+                    self.linger(CloseCause::ClientClose, env);
                     self.close_when_flushed = true;
                     return pos;
                 }
                 Err(e) => {
-                    let (code, reason, why) = close_for_error(&e);
                     self.ctx = Some(ctx);
-                    self.fail(code, reason, why, env);
+                    self.fail(CloseCause::from(&e), env);
                     return pos;
                 }
             }
@@ -491,9 +484,9 @@ impl Conn {
                 // tungstenite queued the reply; the next read flushes it and
                 // reports ConnectionClosed.
                 if self.phase == Phase::Closing {
-                    self.close_reason.get_or_insert(CloseReason::ClientClose);
+                    self.close_reason.get_or_insert(CloseCause::ClientClose);
                 } else {
-                    self.close_reason = Some(CloseReason::ClientClose);
+                    self.close_reason = Some(CloseCause::ClientClose);
                 }
             }
             Message::Pong(_) => {
@@ -539,7 +532,7 @@ impl Conn {
         self.violations += 1;
         env.stats.rate_limited += 1;
         if s.max_violations.is_some_and(|max| self.violations >= max) {
-            self.fail(CloseCode::Policy, "rate limited", CloseReason::RateLimited, env);
+            self.fail(CloseCause::RateLimited, env);
             return;
         }
         if data && self.route == Some(Route::PubSub) {
@@ -612,12 +605,7 @@ impl Conn {
             SlowConsumerPolicy::Drop => env.stats.dropped += 1,
             SlowConsumerPolicy::Close => {
                 self.outbox.discard_unstarted();
-                self.start_close(
-                    CloseCode::Policy,
-                    "slow consumer",
-                    CloseReason::SlowConsumer,
-                    env,
-                );
+                self.start_close(CloseCause::SlowConsumer, env);
             }
         }
         false
@@ -626,16 +614,6 @@ impl Conn {
     /// The route this connection was upgraded on.
     pub fn route(&self) -> Option<Route> {
         self.route
-    }
-}
-
-/// The close code, reason and counter for a tungstenite read error.
-fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
-    match e {
-        WsError::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8),
-        WsError::Capacity(_) => (CloseCode::Size, "message too big", CloseReason::MessageTooBig),
-        WsError::Protocol(_) => (CloseCode::Protocol, "protocol error", CloseReason::ProtocolError),
-        _ => (CloseCode::Error, "internal error", CloseReason::IoError),
     }
 }
 
