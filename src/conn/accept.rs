@@ -6,7 +6,7 @@
 //! cork. Must not touch sockets or frames.
 
 use super::CloseCause;
-use super::{AppEvent, Conn, Env, Phase, Route, Settings};
+use super::{AppEvent, Conn, Env, Route, Settings, State};
 use crate::handshake::{self, Reject, Request};
 use crate::pubsub::protocol as proto;
 
@@ -43,9 +43,9 @@ impl Conn {
         };
         if let Some(route) = HttpRoute::from_path(&req.path) {
             if (self.admin_only || s.admin_on_main) && req.method == "GET" {
-                self.awaiting_app = true;
                 env.events.push(AppEvent::Http(route));
-                return self.linger(CloseCause::HttpServed, env);
+                self.linger(CloseCause::HttpServed, env).awaiting_app = true;
+                return;
             }
         }
         if self.admin_only {
@@ -79,9 +79,8 @@ impl Conn {
         env.cork.mark_preamble();
         env.stats.upgraded += 1;
         self.route = Some(route);
-        self.phase = Phase::Open;
+        self.state = State::Open { last_ping: env.now };
         self.last_msg = env.now;
-        self.last_ping = env.now;
         if route == Route::PubSub {
             env.events.push(AppEvent::Opened(route));
         }
