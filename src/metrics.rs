@@ -1,86 +1,7 @@
 //! Per-worker counters. Each worker owns one [`Stats`] and writes it without
 //! atomics or locks; readers merge snapshots (see the metrics endpoint).
 
-/// Why a connection ended. Every close is counted under exactly one reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CloseReason {
-    /// The client started the close handshake.
-    ClientClose,
-    /// The TCP connection ended without a close handshake.
-    ClientVanished,
-    /// No bytes from the client within the dead-client deadline.
-    Timeout,
-    /// No message within the idle timeout.
-    IdleTimeout,
-    /// The upgrade request did not complete within its deadline.
-    HandshakeTimeout,
-    /// The upgrade request was refused with an HTTP status.
-    HandshakeRefused,
-    /// A plain HTTP request was answered (not an upgrade).
-    HttpServed,
-    /// The write queue overflowed or stalled.
-    SlowConsumer,
-    /// The client broke RFC 6455 (close 1002).
-    ProtocolError,
-    /// Invalid UTF-8 in a text message or close reason (close 1007).
-    InvalidUtf8,
-    /// A frame or message over the configured limit (close 1009).
-    MessageTooBig,
-    /// Over the per-connection rate limits too often (close 1008).
-    RateLimited,
-    /// Refused at the handshake by authentication, Origin or per-IP limits.
-    AuthRefused,
-    /// The server is shutting down.
-    Shutdown,
-    /// A socket error other than a clean end of stream.
-    IoError,
-}
-
-impl CloseReason {
-    /// Every reason, in a stable order (the metrics label order).
-    pub const ALL: [CloseReason; 15] = [
-        CloseReason::ClientClose,
-        CloseReason::ClientVanished,
-        CloseReason::Timeout,
-        CloseReason::IdleTimeout,
-        CloseReason::HandshakeTimeout,
-        CloseReason::HandshakeRefused,
-        CloseReason::HttpServed,
-        CloseReason::SlowConsumer,
-        CloseReason::ProtocolError,
-        CloseReason::InvalidUtf8,
-        CloseReason::MessageTooBig,
-        CloseReason::RateLimited,
-        CloseReason::AuthRefused,
-        CloseReason::Shutdown,
-        CloseReason::IoError,
-    ];
-
-    /// The label used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::ClientClose => "client_close",
-            CloseReason::ClientVanished => "client_vanished",
-            CloseReason::Timeout => "timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::HandshakeTimeout => "handshake_timeout",
-            CloseReason::HandshakeRefused => "handshake_refused",
-            CloseReason::HttpServed => "http_served",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::InvalidUtf8 => "invalid_utf8",
-            CloseReason::MessageTooBig => "message_too_big",
-            CloseReason::RateLimited => "rate_limited",
-            CloseReason::AuthRefused => "auth_refused",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::IoError => "io_error",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
-    }
-}
+pub use crate::conn::CloseCause;
 
 /// Upper bounds (milliseconds) of the ping round-trip histogram buckets.
 pub const PING_RTT_BOUNDS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
@@ -133,12 +54,12 @@ pub struct Stats {
     pub ping_rtt_sum_ms: u64,
     /// Requests refused before the upgrade, by [`REFUSAL_STATUSES`] (other last).
     pub refused: [u64; REFUSAL_STATUSES.len() + 1],
-    closes: [u64; CloseReason::ALL.len()],
+    closes: [u64; CloseCause::ALL.len()],
 }
 
 impl Stats {
     /// Counts one close.
-    pub fn count_close(&mut self, reason: CloseReason) {
+    pub fn count_close(&mut self, reason: CloseCause) {
         self.closes[reason.index()] += 1;
     }
 
@@ -165,7 +86,7 @@ impl Stats {
     }
 
     /// Closes counted under `reason`.
-    pub fn closes(&self, reason: CloseReason) -> u64 {
+    pub fn closes(&self, reason: CloseCause) -> u64 {
         self.closes[reason.index()]
     }
 
@@ -324,7 +245,7 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
         "counter",
         "Connections closed, by reason.",
     );
-    for r in CloseReason::ALL {
+    for r in CloseCause::ALL {
         let _ = writeln!(
             out,
             "wsedge_connections_closed_total{{reason=\"{}\"}} {}",
@@ -379,11 +300,11 @@ mod tests {
     #[test]
     fn prometheus_text_sums_workers_and_keeps_per_worker_open() {
         let mut a = Stats { open: 3, msgs_in: 10, ..Stats::default() };
-        a.count_close(CloseReason::SlowConsumer);
+        a.count_close(CloseCause::SlowConsumer);
         a.count_refusal(404);
         a.observe_ping_rtt(3);
         let mut b = Stats { open: 4, msgs_in: 5, ..Stats::default() };
-        b.count_close(CloseReason::SlowConsumer);
+        b.count_close(CloseCause::SlowConsumer);
         b.observe_ping_rtt(2000);
         let text = render_prometheus(&[a, b], &ProcessInfo::default());
         for line in [

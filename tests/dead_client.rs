@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wsedge::metrics::CloseReason;
+use wsedge::metrics::CloseCause;
 
 fn quick_health(c: &mut wsedge::Config) {
     c.health.ping_interval_ms = 200;
@@ -30,7 +30,7 @@ fn a_silent_client_is_pinged_then_closed_as_timeout() {
     assert_eq!(close.close_code(), Some(1001));
     assert!(raw.expect_eof());
     drop(raw);
-    assert!(eventually(|| server.stats().closes(CloseReason::Timeout) == 1));
+    assert!(eventually(|| server.stats().closes(CloseCause::Timeout) == 1));
 }
 
 #[test]

@@ -413,12 +413,7 @@ fn a_cork_behind_a_queue_does_not_mark_the_socket_full() {
     let mut sim = Sim::new(|_| {});
     let message = frame_unmasked(b"bye");
     assert!(sim.conn.enqueue(message, &mut sim.host.env()));
-    sim.conn.start_close(
-        tungstenite::protocol::frame::coding::CloseCode::Away,
-        "server shutting down",
-        wsedge::metrics::CloseReason::Shutdown,
-        &mut sim.host.env(),
-    );
+    sim.conn.start_close(wsedge::metrics::CloseCause::Shutdown, &mut sim.host.env());
     let done = sim.host.write_cork(&mut sim.conn, &mut sim.kernel, true);
     assert!(done.writable, "nothing was written, so the socket is not known to be full");
     // The caller now writes the queue: the message, then the close.

@@ -97,7 +97,7 @@ fn unfinished_handshake_is_closed_at_its_deadline() {
     // the 10 s test read timeout) that ended it.
     assert!(started.elapsed() < Duration::from_secs(8));
     let stats = server.stats();
-    assert_eq!(stats.closes(wsedge::metrics::CloseReason::HandshakeTimeout), 1);
+    assert_eq!(stats.closes(wsedge::metrics::CloseCause::HandshakeTimeout), 1);
 }
 
 fn with_origin(origin: Option<&str>) -> Vec<u8> {

@@ -74,7 +74,7 @@ fn metrics_count_a_scripted_scenario() {
     for _ in 0..400 {
         publisher.send(serde_json::json!({"type":"publish","room":"flood","data":filler}));
     }
-    assert!(eventually(|| server.stats().closes(wsedge::metrics::CloseReason::SlowConsumer) == 1));
+    assert!(eventually(|| server.stats().closes(wsedge::metrics::CloseCause::SlowConsumer) == 1));
     drop(stalled);
     drop(echo);
     assert!(eventually(|| server.stats().open == 1), "only the publisher is left");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use serde_json::json;
-use wsedge::metrics::CloseReason;
+use wsedge::metrics::CloseCause;
 
 #[test]
 fn publish_reaches_a_subscriber_on_another_worker_and_unsubscribe_stops_it() {
@@ -215,7 +215,7 @@ fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
     for t in threads {
         t.join().unwrap();
     }
-    assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
+    assert!(eventually(|| server.stats().closes(CloseCause::SlowConsumer) == 1));
     drop(stalled);
 }
 

@@ -220,7 +220,7 @@ fn a_flooding_client_is_limited_and_closed_while_its_neighbour_is_unaffected() {
     for (i, m) in got.iter().enumerate() {
         assert_eq!((m["type"].as_str(), m["data"].as_u64()), (Some("message"), Some(i as u64)));
     }
-    assert!(eventually(|| server.stats().closes(wsedge::metrics::CloseReason::RateLimited) == 1));
+    assert!(eventually(|| server.stats().closes(wsedge::metrics::CloseCause::RateLimited) == 1));
 }
 
 #[test]

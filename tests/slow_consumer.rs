@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use wsedge::metrics::CloseReason;
+use wsedge::metrics::CloseCause;
 
 #[test]
 fn a_client_that_never_reads_does_not_delay_others_and_is_closed() {
@@ -55,7 +55,7 @@ fn a_client_that_never_reads_does_not_delay_others_and_is_closed() {
     stop.store(true, Ordering::Relaxed);
     assert!(sent < 4096, "the server stopped taking the flood");
     assert!(stalled.expect_eof(), "the stalled connection was closed");
-    assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
+    assert!(eventually(|| server.stats().closes(CloseCause::SlowConsumer) == 1));
     assert_eq!(server.stats().open, 5);
 }
 
@@ -90,14 +90,14 @@ fn a_ping_flood_from_a_client_that_never_reads_cannot_grow_its_queue_without_bou
     while !flood.is_finished() {
         peak = peak.max(server.stats().queued_bytes);
         std::thread::sleep(Duration::from_millis(20));
-        if server.stats().closes(CloseReason::SlowConsumer) == 1 {
+        if server.stats().closes(CloseCause::SlowConsumer) == 1 {
             break;
         }
     }
     // Reading stops above high water; one read turn (4 x 64 KiB) of pongs may
     // land on top of it, never more.
     assert!(peak <= (64 << 10) + 4 * 64 * 1024 + 4096, "queue peaked at {peak} bytes");
-    assert!(eventually(|| server.stats().closes(CloseReason::SlowConsumer) == 1));
+    assert!(eventually(|| server.stats().closes(CloseCause::SlowConsumer) == 1));
     drop(flooder);
     let _ = flood.join();
 }

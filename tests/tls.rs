@@ -140,7 +140,7 @@ fn a_client_stalled_in_the_tls_handshake_is_dropped_at_the_deadline() {
     raw.send(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
     assert!(raw.expect_eof());
     assert!(eventually(|| {
-        server.stats().closes(wsedge::metrics::CloseReason::HandshakeTimeout) == 1
+        server.stats().closes(wsedge::metrics::CloseCause::HandshakeTimeout) == 1
     }));
 }
 

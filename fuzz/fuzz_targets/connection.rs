@@ -31,7 +31,7 @@
 use libfuzzer_sys::fuzz_target;
 use wsedge::config::SlowConsumerPolicy;
 use wsedge::conn::{Phase, NEVER};
-use wsedge::metrics::CloseReason;
+use wsedge::metrics::CloseCause;
 use wsedge_fuzz::{
     expected_101, small_settings, Counting, Rng, Sim, Wire, MAX_FRAME, MAX_MESSAGE, MAX_QUEUE,
     REQUEST, SERVER_CODES,
@@ -68,7 +68,7 @@ impl Run {
                 if !SERVER_CODES.contains(&code) {
                     assert_eq!(
                         self.sim.conn.close_reason(),
-                        Some(CloseReason::ClientClose),
+                        Some(CloseCause::ClientClose),
                         "close code {code} not echoing the client"
                     );
                 }
@@ -182,7 +182,7 @@ fuzz_target!(|data: &[u8]| {
     if run.sim.host.stats.upgraded == 0 {
         // Read slowly enough, the request may miss its deadline: then the
         // connection is dropped without a word.
-        assert_eq!(run.sim.conn.close_reason(), Some(CloseReason::HandshakeTimeout));
+        assert_eq!(run.sim.conn.close_reason(), Some(CloseCause::HandshakeTimeout));
         assert!(run.wire.frames == 0 && !run.wire.upgraded() && run.wire.partial() == 0);
         return;
     }

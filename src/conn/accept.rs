@@ -5,9 +5,9 @@
 //! the 101 (marked as the stream's preamble) or a complete refusal into the
 //! cork. Must not touch sockets or frames.
 
-use super::{AppEvent, Conn, Env, Phase, Route, Settings};
+use super::CloseCause;
+use super::{AppEvent, Conn, Env, Route, Settings, State};
 use crate::handshake::{self, Reject, Request};
-use crate::metrics::CloseReason;
 use crate::pubsub::protocol as proto;
 
 /// Plain HTTP routes answered by the worker.
@@ -43,9 +43,9 @@ impl Conn {
         };
         if let Some(route) = HttpRoute::from_path(&req.path) {
             if (self.admin_only || s.admin_on_main) && req.method == "GET" {
-                self.awaiting_app = true;
                 env.events.push(AppEvent::Http(route));
-                return self.linger(CloseReason::HttpServed, env);
+                self.linger(CloseCause::HttpServed, env).awaiting_app = true;
+                return;
             }
         }
         if self.admin_only {
@@ -79,9 +79,8 @@ impl Conn {
         env.cork.mark_preamble();
         env.stats.upgraded += 1;
         self.route = Some(route);
-        self.phase = Phase::Open;
+        self.state = State::Open { last_ping: env.now };
         self.last_msg = env.now;
-        self.last_ping = env.now;
         if route == Route::PubSub {
             env.events.push(AppEvent::Opened(route));
         }
@@ -134,13 +133,13 @@ impl Conn {
             }
         };
         env.cork.extend(&response);
-        self.linger(CloseReason::HttpServed, env);
+        self.linger(CloseCause::HttpServed, env);
     }
 
     /// Refused by Origin, authentication or per-IP limits (counted apart
     /// from malformed requests).
     pub fn refuse_auth(&mut self, reject: &Reject, env: &mut Env) {
-        self.close_reason = Some(CloseReason::AuthRefused);
+        self.close_reason = Some(CloseCause::AuthRefused);
         self.refuse(reject, env);
     }
 
@@ -157,7 +156,7 @@ impl Conn {
     fn refuse(&mut self, reject: &Reject, env: &mut Env) {
         env.stats.count_refusal(reject.status);
         env.cork.extend(&reject.to_response());
-        self.linger(CloseReason::HandshakeRefused, env);
+        self.linger(CloseCause::HandshakeRefused, env);
     }
 }
 

@@ -10,7 +10,7 @@ use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::settings::CTX_READ_BUFFER;
-use super::{queue_fits, Conn, Env, Phase, Route};
+use super::{queue_fits, Conn, Env, Route, State};
 use crate::outbox::SHARE_THRESHOLD;
 
 /// Data frames below this size take the fast path ([`Conn::fast_data`]).
@@ -49,7 +49,7 @@ impl Conn {
             _ if self.passthrough => self.feed_ctx(&work[..whole], env),
             _ => self.feed_frames(&work[..whole], env),
         };
-        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+        if !matches!(self.state, State::Open { .. } | State::Closing { .. }) {
             return;
         }
         let from = consumed.max(whole);
@@ -90,7 +90,7 @@ impl Conn {
                 break; // cannot happen: the scanner vouched for whole frames
             };
             let total = head.total().min(rest.len());
-            let fast = self.phase == Phase::Open
+            let fast = matches!(self.state, State::Open { .. })
                 && !self.in_fragment
                 && head.fin
                 && head.masked
@@ -115,7 +115,7 @@ impl Conn {
                     return pos;
                 }
             }
-            if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            if !matches!(self.state, State::Open { .. } | State::Closing { .. }) {
                 return pos;
             }
         }

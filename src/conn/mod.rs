@@ -34,22 +34,23 @@
 //! `frames.rs` frame scanning and the fast path; `tests.rs` the sans-IO tests.
 
 mod accept;
+mod close;
 mod frames;
 mod host;
 mod settings;
 
 pub use accept::HttpRoute;
+pub use close::{CloseCause, CloseRow};
 pub use host::{CorkWrite, CtxPool, Env, Host};
 pub use settings::Settings;
 
 use bytes::Bytes;
 use tungstenite::error::Error as WsError;
-use tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::{CloseFrame, Message, WebSocketContext};
+use tungstenite::protocol::{Message, WebSocketContext};
 
 use crate::config::SlowConsumerPolicy;
-use crate::metrics::CloseReason;
 use crate::outbox::Outbox;
 use crate::pubsub::protocol::{self as proto, ErrorCode, HttpPublish, ProtoError};
 use crate::ratelimit::TokenBucket;
@@ -71,6 +72,36 @@ pub enum Phase {
     Linger,
     /// Done: the worker drops the socket.
     Closed,
+}
+
+/// A [`Phase`] with the state that means something only in that phase.
+#[derive(Clone, Copy, Debug)]
+enum State {
+    /// Collecting the upgrade request until `deadline` (tick).
+    Handshake { deadline: u64 },
+    /// Upgraded; messages flow (deadlines come from the activity ticks).
+    /// `last_ping` is the tick of the last ping sent (or of the upgrade):
+    /// only this phase sends pings.
+    Open { last_ping: u64 },
+    /// Our close frame is out; the reply is due by `deadline` (tick).
+    Closing { deadline: u64 },
+    /// Flushing, then half-closing and discarding input.
+    Linger(Linger),
+    /// Done.
+    Closed,
+}
+
+/// What only the `Linger` phase tracks.
+#[derive(Clone, Copy, Debug)]
+struct Linger {
+    /// Tick at which the connection is dropped whatever is left.
+    deadline: u64,
+    /// A plain HTTP request waits for the worker's answer.
+    awaiting_app: bool,
+    /// The write side is shut down.
+    shutdown_sent: bool,
+    /// Drop the socket once the output is flushed (no half-close + drain).
+    close_when_flushed: bool,
 }
 
 /// What a connection serves once upgraded.
@@ -97,8 +128,13 @@ pub enum AppEvent {
 }
 
 /// One connection's protocol state. See the module docs.
+///
+/// Flags that mean something in one phase live in that phase's [`State`];
+/// the booleans left here span phases: the frame scanner's (`passthrough`,
+/// `in_fragment`, `large_frame`) and `read_paused` hold through `Open` and
+/// `Closing`, `admin_only` for the whole life.
 pub struct Conn {
-    phase: Phase,
+    state: State,
     route: Option<Route>,
     /// Handshake bytes, or the partial frame after the last whole one.
     inbuf: Vec<u8>,
@@ -113,22 +149,14 @@ pub struct Conn {
     /// Bytes the kernel has not taken yet.
     pub outbox: Outbox,
     read_paused: bool,
-    close_reason: Option<CloseReason>,
-    /// Tick of the phase deadline (handshake, close or linger).
-    phase_deadline: u64,
+    close_reason: Option<CloseCause>,
     last_recv: u64,
     last_msg: u64,
-    last_ping: u64,
     last_write_progress: u64,
     /// When the outstanding ping was sent (ms), 0 when none is.
     ping_sent_ms: u64,
-    shutdown_sent: bool,
     /// Accepted on the admin listener: only the plain HTTP routes.
     admin_only: bool,
-    /// A plain HTTP request waits for the worker's answer.
-    awaiting_app: bool,
-    /// Drop the socket once the output is flushed (no half-close + drain).
-    close_when_flushed: bool,
     /// Who the client authenticated as (set at the upgrade).
     identity: Option<crate::auth::Identity>,
     msg_bucket: TokenBucket,
@@ -145,7 +173,7 @@ impl Conn {
     /// A freshly accepted connection; `admin_only` for the metrics listener.
     pub fn accepted(now: u64, settings: &Settings, admin_only: bool) -> Conn {
         Conn {
-            phase: Phase::Handshake,
+            state: State::Handshake { deadline: now + settings.handshake_ticks },
             route: None,
             inbuf: Vec::new(),
             ctx: None,
@@ -155,16 +183,11 @@ impl Conn {
             outbox: Outbox::default(),
             read_paused: false,
             close_reason: None,
-            phase_deadline: now + settings.handshake_ticks,
             last_recv: now,
             last_msg: now,
-            last_ping: now,
             last_write_progress: now,
             ping_sent_ms: 0,
-            shutdown_sent: false,
             admin_only,
-            awaiting_app: false,
-            close_when_flushed: false,
             identity: None,
             msg_bucket: TokenBucket::new(settings.msg_rate.0, settings.msg_rate.1, 0),
             byte_bucket: TokenBucket::new(settings.byte_rate.0, settings.byte_rate.1, 0),
@@ -179,54 +202,64 @@ impl Conn {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        self.phase
+        match self.state {
+            State::Handshake { .. } => Phase::Handshake,
+            State::Open { .. } => Phase::Open,
+            State::Closing { .. } => Phase::Closing,
+            State::Linger(_) => Phase::Linger,
+            State::Closed => Phase::Closed,
+        }
     }
 
     /// Why the connection ended (or is ending), once known.
-    pub fn close_reason(&self) -> Option<CloseReason> {
+    pub fn close_reason(&self) -> Option<CloseCause> {
         self.close_reason
     }
 
     /// True once the worker should drop the socket.
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        matches!(self.state, State::Closed)
     }
 
     /// True while the worker should read from the socket.
     pub fn wants_read(&self) -> bool {
-        self.phase != Phase::Closed && !self.read_paused
+        !matches!(self.state, State::Closed) && !self.read_paused
     }
 
     /// True when the write side should be shut down now (everything flushed
     /// in `Linger`). The worker calls [`Conn::shutdown_done`] after doing it.
     pub fn wants_shutdown(&self) -> bool {
-        self.phase == Phase::Linger
-            && !self.shutdown_sent
-            && !self.awaiting_app
-            && self.outbox.is_empty()
+        match self.state {
+            State::Linger(l) => !l.shutdown_sent && !l.awaiting_app && self.outbox.is_empty(),
+            _ => false,
+        }
     }
 
     /// The worker's answer to an [`AppEvent::Http`] request.
     pub fn respond(&mut self, response: Bytes) {
-        if self.awaiting_app {
-            self.awaiting_app = false;
-            self.outbox.push(response);
+        if let State::Linger(l) = &mut self.state {
+            if l.awaiting_app {
+                l.awaiting_app = false;
+                self.outbox.push(response);
+            }
         }
     }
 
     /// The worker half-closed the socket (or, when nothing more can come
     /// from the peer, is about to close it).
     pub fn shutdown_done(&mut self) {
-        self.shutdown_sent = true;
-        if self.close_when_flushed {
-            self.phase = Phase::Closed;
+        if let State::Linger(l) = &mut self.state {
+            l.shutdown_sent = true;
+            if l.close_when_flushed {
+                self.state = State::Closed;
+            }
         }
     }
 
     /// True when the socket can be closed outright once flushed (the peer
     /// already finished its side of the close handshake).
     pub fn close_when_flushed(&self) -> bool {
-        self.close_when_flushed
+        matches!(self.state, State::Linger(Linger { close_when_flushed: true, .. }))
     }
 
     /// Bytes retained by this connection beyond its own struct (buffers and
@@ -243,29 +276,29 @@ impl Conn {
             return;
         }
         self.last_recv = env.now;
-        match self.phase {
-            Phase::Handshake => self.handshake_input(data, env),
-            Phase::Open | Phase::Closing => self.ws_input(data, env),
-            Phase::Linger | Phase::Closed => {}
+        match self.state {
+            State::Handshake { .. } => self.handshake_input(data, env),
+            State::Open { .. } | State::Closing { .. } => self.ws_input(data, env),
+            State::Linger(_) | State::Closed => {}
         }
     }
 
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self) {
-        match self.phase {
-            Phase::Handshake | Phase::Open | Phase::Closing => {
-                self.set_closed(CloseReason::ClientVanished)
+        match self.state {
+            State::Handshake { .. } | State::Open { .. } | State::Closing { .. } => {
+                self.set_closed(CloseCause::ClientVanished)
             }
-            Phase::Linger | Phase::Closed => self.phase = Phase::Closed,
+            State::Linger(_) | State::Closed => self.state = State::Closed,
         }
     }
 
     /// The socket failed.
     pub fn handle_io_error(&mut self) {
         if self.close_reason.is_none() {
-            self.close_reason = Some(CloseReason::IoError);
+            self.close_reason = Some(CloseCause::IoError);
         }
-        self.phase = Phase::Closed;
+        self.state = State::Closed;
     }
 
     /// `written` bytes of the outbox (or cork) reached the kernel.
@@ -290,11 +323,13 @@ impl Conn {
 
     /// The next tick at which [`Conn::handle_timer`] has work to do.
     pub fn deadline(&self, s: &Settings) -> u64 {
-        match self.phase {
-            Phase::Handshake | Phase::Closing | Phase::Linger => self.phase_deadline,
-            Phase::Open => {
+        match self.state {
+            State::Handshake { deadline }
+            | State::Closing { deadline }
+            | State::Linger(Linger { deadline, .. }) => deadline,
+            State::Open { last_ping } => {
                 let mut d = (self.last_recv + s.dead_ticks)
-                    .min(self.last_recv.max(self.last_ping) + s.ping_ticks);
+                    .min(self.last_recv.max(last_ping) + s.ping_ticks);
                 if let Some(idle) = s.idle_ticks {
                     d = d.min(self.last_msg + idle);
                 }
@@ -303,7 +338,7 @@ impl Conn {
                 }
                 d
             }
-            Phase::Closed => NEVER,
+            State::Closed => NEVER,
         }
     }
 
@@ -311,89 +346,90 @@ impl Conn {
     pub fn handle_timer(&mut self, env: &mut Env) {
         let now = env.now;
         let s = env.settings;
-        match self.phase {
-            Phase::Handshake => {
-                if now >= self.phase_deadline {
-                    self.set_closed(CloseReason::HandshakeTimeout);
+        match self.state {
+            State::Handshake { deadline } => {
+                if now >= deadline {
+                    self.set_closed(CloseCause::HandshakeTimeout);
                 }
             }
-            Phase::Open => {
+            State::Open { last_ping } => {
                 if now >= self.last_recv + s.dead_ticks {
-                    self.fail(CloseCode::Away, "no response to ping", CloseReason::Timeout, env);
+                    self.fail(CloseCause::Timeout, env);
                 } else if !self.outbox.is_empty() && now >= self.last_write_progress + s.stall_ticks
                 {
-                    // The client stopped reading: nothing we queue can reach it.
+                    // The client stopped reading: nothing we queue can reach
+                    // it, a close frame included.
                     self.outbox.discard_unstarted();
-                    self.set_closed(CloseReason::SlowConsumer);
+                    self.set_closed(CloseCause::SlowConsumer);
                 } else if s.idle_ticks.is_some_and(|idle| now >= self.last_msg + idle) {
-                    self.start_close(
-                        CloseCode::Normal,
-                        "idle timeout",
-                        CloseReason::IdleTimeout,
-                        env,
-                    );
-                } else if now >= self.last_recv.max(self.last_ping) + s.ping_ticks {
-                    self.last_ping = now;
+                    self.start_close(CloseCause::IdleTimeout, env);
+                } else if now >= self.last_recv.max(last_ping) + s.ping_ticks {
+                    self.state = State::Open { last_ping: now };
                     self.ping_sent_ms = env.now_ms.max(1);
                     self.with_ctx(env, |ctx, io| ctx.write(io, Message::Ping(Bytes::new())));
                 }
             }
-            Phase::Closing | Phase::Linger => {
-                if now >= self.phase_deadline {
-                    self.phase = Phase::Closed;
+            State::Closing { deadline } | State::Linger(Linger { deadline, .. }) => {
+                if now >= deadline {
+                    self.state = State::Closed;
                 }
             }
-            Phase::Closed => {}
+            State::Closed => {}
         }
     }
 
     /// Starts the close handshake from the server side (shutdown, idle
-    /// timeout): sends a close frame and waits for the reply.
-    pub fn start_close(
-        &mut self,
-        code: CloseCode,
-        reason: &'static str,
-        why: CloseReason,
-        env: &mut Env,
-    ) {
-        match self.phase {
-            Phase::Open => {
+    /// timeout): sends the close frame of `why` (see [`CloseCause::row`])
+    /// and waits for the reply.
+    pub fn start_close(&mut self, why: CloseCause, env: &mut Env) {
+        match self.state {
+            State::Open { .. } => {
                 self.close_reason.get_or_insert(why);
-                self.send_close(code, reason, env);
-                self.phase = Phase::Closing;
-                self.phase_deadline = env.now + env.settings.close_ticks;
+                self.send_close(why, env);
+                self.state = State::Closing { deadline: env.now + env.settings.close_ticks };
             }
-            Phase::Handshake => self.set_closed(why),
+            State::Handshake { .. } => self.set_closed(why),
             _ => {}
         }
     }
 
-    fn set_closed(&mut self, why: CloseReason) {
+    fn set_closed(&mut self, why: CloseCause) {
         self.close_reason.get_or_insert(why);
-        self.phase = Phase::Closed;
+        self.state = State::Closed;
     }
 
-    /// Enters `Linger`: flush, half-close, discard input until EOF or deadline.
-    fn linger(&mut self, why: CloseReason, env: &Env) {
+    /// Enters `Linger`: flush, half-close, discard input until EOF or
+    /// deadline. Returns the new phase's flags for the caller to set.
+    fn linger(&mut self, why: CloseCause, env: &Env) -> &mut Linger {
         self.close_reason.get_or_insert(why);
-        self.phase = Phase::Linger;
-        self.phase_deadline = env.now + env.settings.close_ticks;
         self.read_paused = false;
         self.inbuf = Vec::new();
         // The context may hold a half-read frame; it is not reusable.
         self.ctx = None;
+        self.state = State::Linger(Linger {
+            deadline: env.now + env.settings.close_ticks,
+            awaiting_app: false,
+            shutdown_sent: false,
+            close_when_flushed: false,
+        });
+        match &mut self.state {
+            State::Linger(l) => l,
+            _ => unreachable!("the state was just set to Linger"),
+        }
     }
 
-    /// _Fail the WebSocket Connection_: send a close frame with `code` and
+    /// _Fail the WebSocket Connection_: send the close frame of `why` and
     /// stop, without waiting for the reply (RFC 6455 section 7.1.7).
-    fn fail(&mut self, code: CloseCode, reason: &'static str, why: CloseReason, env: &mut Env) {
-        self.send_close(code, reason, env);
+    fn fail(&mut self, why: CloseCause, env: &mut Env) {
+        self.send_close(why, env);
         self.linger(why, env);
     }
 
-    fn send_close(&mut self, code: CloseCode, reason: &'static str, env: &mut Env) {
-        let frame = CloseFrame { code, reason: reason.into() };
-        self.with_ctx(env, |ctx, io| ctx.close(io, Some(frame)));
+    /// Sends the close frame the table gives `why` (an empty close frame if
+    /// it gives none).
+    fn send_close(&mut self, why: CloseCause, env: &mut Env) {
+        let frame = why.close_frame();
+        self.with_ctx(env, |ctx, io| ctx.close(io, frame));
     }
 
     /// Runs `f` with the connection's tungstenite context (borrowing one from
@@ -410,7 +446,11 @@ impl Conn {
         };
         let mut io = MemStream::new(&[], env.cork);
         let _ = f(&mut ctx, &mut io);
-        if self.phase == Phase::Open && ctx.can_write() && !self.in_fragment && !self.passthrough {
+        if matches!(self.state, State::Open { .. })
+            && ctx.can_write()
+            && !self.in_fragment
+            && !self.passthrough
+        {
             env.pool.give(ctx);
         } else {
             self.ctx = Some(ctx);
@@ -447,22 +487,20 @@ impl Conn {
                     // as soon as its close frame is flushed. The client sent
                     // its close, so nothing more is coming: no need to wait
                     // for its EOF.
-                    self.linger(CloseReason::ClientClose, env);
-                    self.close_when_flushed = true;
+                    self.linger(CloseCause::ClientClose, env).close_when_flushed = true;
                     return pos;
                 }
                 Err(e) => {
-                    let (code, reason, why) = close_for_error(&e);
                     self.ctx = Some(ctx);
-                    self.fail(code, reason, why, env);
+                    self.fail(CloseCause::from(&e), env);
                     return pos;
                 }
             }
-            if self.phase == Phase::Closed || self.phase == Phase::Linger {
+            if matches!(self.state, State::Closed | State::Linger(_)) {
                 return pos;
             }
         }
-        let idle = self.phase == Phase::Open && ctx.can_write() && !self.in_fragment;
+        let idle = matches!(self.state, State::Open { .. }) && ctx.can_write() && !self.in_fragment;
         if idle && !self.passthrough {
             if !std::mem::take(&mut self.large_frame) {
                 env.pool.give(ctx);
@@ -490,10 +528,10 @@ impl Conn {
             Message::Close(_) => {
                 // tungstenite queued the reply; the next read flushes it and
                 // reports ConnectionClosed.
-                if self.phase == Phase::Closing {
-                    self.close_reason.get_or_insert(CloseReason::ClientClose);
+                if matches!(self.state, State::Closing { .. }) {
+                    self.close_reason.get_or_insert(CloseCause::ClientClose);
                 } else {
-                    self.close_reason = Some(CloseReason::ClientClose);
+                    self.close_reason = Some(CloseCause::ClientClose);
                 }
             }
             Message::Pong(_) => {
@@ -539,7 +577,7 @@ impl Conn {
         self.violations += 1;
         env.stats.rate_limited += 1;
         if s.max_violations.is_some_and(|max| self.violations >= max) {
-            self.fail(CloseCode::Policy, "rate limited", CloseReason::RateLimited, env);
+            self.fail(CloseCause::RateLimited, env);
             return;
         }
         if data && self.route == Some(Route::PubSub) {
@@ -602,7 +640,7 @@ impl Conn {
     /// Whether a frame of `frame_len` bytes may be queued now; applies the
     /// slow-consumer policy when it may not.
     fn admit(&mut self, frame_len: usize, env: &mut Env) -> bool {
-        if self.phase != Phase::Open {
+        if !matches!(self.state, State::Open { .. }) {
             return false;
         }
         if queue_fits(self.outbox.len() + env.cork.len(), frame_len, env.settings) {
@@ -612,12 +650,7 @@ impl Conn {
             SlowConsumerPolicy::Drop => env.stats.dropped += 1,
             SlowConsumerPolicy::Close => {
                 self.outbox.discard_unstarted();
-                self.start_close(
-                    CloseCode::Policy,
-                    "slow consumer",
-                    CloseReason::SlowConsumer,
-                    env,
-                );
+                self.start_close(CloseCause::SlowConsumer, env);
             }
         }
         false
@@ -626,16 +659,6 @@ impl Conn {
     /// The route this connection was upgraded on.
     pub fn route(&self) -> Option<Route> {
         self.route
-    }
-}
-
-/// The close code, reason and counter for a tungstenite read error.
-fn close_for_error(e: &WsError) -> (CloseCode, &'static str, CloseReason) {
-    match e {
-        WsError::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8", CloseReason::InvalidUtf8),
-        WsError::Capacity(_) => (CloseCode::Size, "message too big", CloseReason::MessageTooBig),
-        WsError::Protocol(_) => (CloseCode::Protocol, "protocol error", CloseReason::ProtocolError),
-        _ => (CloseCode::Error, "internal error", CloseReason::IoError),
     }
 }
 

@@ -231,7 +231,7 @@ fn oversized_message_over_fragments_is_1009() {
     h.input(&mut conn, &masked(false, 2, &[0u8; 600]));
     let out = h.input(&mut conn, &masked(true, 0, &[0u8; 600]));
     assert_eq!(close_code(&out), Some(1009));
-    assert_eq!(conn.close_reason(), Some(CloseReason::MessageTooBig));
+    assert_eq!(conn.close_reason(), Some(CloseCause::MessageTooBig));
 }
 
 #[test]
@@ -264,7 +264,7 @@ fn silent_client_gets_pings_then_is_closed_as_timeout() {
     h.now = 45;
     let out = h.timer(&mut conn);
     assert_eq!(close_code(&out), Some(1001));
-    assert_eq!(conn.close_reason(), Some(CloseReason::Timeout));
+    assert_eq!(conn.close_reason(), Some(CloseCause::Timeout));
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn handshake_deadline_closes_an_unfinished_request() {
     h.now = 5;
     h.timer(&mut conn);
     assert!(conn.is_closed());
-    assert_eq!(conn.close_reason(), Some(CloseReason::HandshakeTimeout));
+    assert_eq!(conn.close_reason(), Some(CloseCause::HandshakeTimeout));
 }
 
 #[test]
@@ -303,14 +303,14 @@ fn peer_close_is_echoed_and_the_connection_lingers() {
     let out = h.input(&mut conn, &masked(true, 8, &[0x0f, 0xa0, b'b', b'y', b'e']));
     assert_eq!(out, server_frame(8, &[0x0f, 0xa0, b'b', b'y', b'e']));
     assert_eq!(conn.phase(), Phase::Linger);
-    assert_eq!(conn.close_reason(), Some(CloseReason::ClientClose));
+    assert_eq!(conn.close_reason(), Some(CloseCause::ClientClose));
 }
 
 #[test]
 fn server_close_waits_for_the_reply_then_drops_at_deadline() {
     let mut h = Harness::new(|c| c.health.close_timeout_ms = 1000);
     let mut conn = h.open();
-    conn.start_close(CloseCode::Away, "bye", CloseReason::Shutdown, &mut h.env());
+    conn.start_close(CloseCause::Shutdown, &mut h.env());
     assert_eq!(close_code(&h.take_output()), Some(1001));
     assert_eq!(conn.phase(), Phase::Closing);
     // Data sent before the client saw our close is read and ignored.
@@ -318,14 +318,14 @@ fn server_close_waits_for_the_reply_then_drops_at_deadline() {
     h.now = 10;
     h.timer(&mut conn);
     assert!(conn.is_closed());
-    assert_eq!(conn.close_reason(), Some(CloseReason::Shutdown));
+    assert_eq!(conn.close_reason(), Some(CloseCause::Shutdown));
 }
 
 #[test]
 fn server_close_completes_on_the_reply() {
     let mut h = Harness::new(|_| {});
     let mut conn = h.open();
-    conn.start_close(CloseCode::Away, "bye", CloseReason::Shutdown, &mut h.env());
+    conn.start_close(CloseCause::Shutdown, &mut h.env());
     h.take_output();
     h.input(&mut conn, &masked(true, 8, &1001u16.to_be_bytes()));
     assert_eq!(conn.phase(), Phase::Linger);
@@ -346,7 +346,7 @@ fn overflowing_queue_closes_as_slow_consumer_or_drops() {
         match policy {
             SlowConsumerPolicy::Close => {
                 assert_eq!(close_code(&out), Some(1008));
-                assert_eq!(conn.close_reason(), Some(CloseReason::SlowConsumer));
+                assert_eq!(conn.close_reason(), Some(CloseCause::SlowConsumer));
                 assert_eq!(conn.outbox.len(), 0, "queued data discarded");
             }
             SlowConsumerPolicy::Drop => {
@@ -443,7 +443,7 @@ fn a_whole_text_frame_over_the_message_limit_is_1009() {
     let mut conn = h.open();
     let out = h.input(&mut conn, &masked(true, 1, &[b'a'; 101]));
     assert_eq!(close_code(&out), Some(1009));
-    assert_eq!(conn.close_reason(), Some(CloseReason::MessageTooBig));
+    assert_eq!(conn.close_reason(), Some(CloseCause::MessageTooBig));
 }
 
 #[test]
@@ -479,7 +479,7 @@ fn the_message_rate_limit_drops_echoes_then_closes_with_1008() {
     assert_eq!(h.stats.rate_limited, 2);
     let out = h.input(&mut conn, &masked(true, 1, b"third violation"));
     assert_eq!(close_code(&out), Some(1008));
-    assert_eq!(conn.close_reason(), Some(CloseReason::RateLimited));
+    assert_eq!(conn.close_reason(), Some(CloseCause::RateLimited));
 }
 
 #[test]

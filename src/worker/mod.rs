@@ -37,10 +37,9 @@ use log::info;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::conn::{Host, Settings};
-use crate::metrics::{CloseReason, Stats};
+use crate::metrics::{CloseCause, Stats};
 use crate::outbox::Cork;
 use crate::pubsub::broker::{Broker, BrokerSettings, RoomHasher};
 use crate::pubsub::BusMsg;
@@ -537,12 +536,7 @@ impl Worker {
                 continue;
             }
             let mut env = core.host.env();
-            slot.conn.start_close(
-                CloseCode::Away,
-                "server shutting down",
-                CloseReason::Shutdown,
-                &mut env,
-            );
+            slot.conn.start_close(CloseCause::Shutdown, &mut env);
             self.finish(key);
         }
     }

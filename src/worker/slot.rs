@@ -22,7 +22,7 @@ use slab::Slab;
 
 use crate::conn::{Conn, Host, Route, NEVER};
 use crate::id::{ConnId, MAX_KEY};
-use crate::metrics::CloseReason;
+use crate::metrics::CloseCause;
 use crate::timer::TimerId;
 use crate::tls::{looks_like_plain_http, TlsIo, TlsRead};
 
@@ -543,8 +543,8 @@ impl Worker {
                 limiter.release(slot.peer.ip());
             }
         }
-        let reason = slot.conn.close_reason().unwrap_or(CloseReason::IoError);
-        if matches!(reason, CloseReason::AuthRefused | CloseReason::RateLimited) {
+        let reason = slot.conn.close_reason().unwrap_or(CloseCause::IoError);
+        if matches!(reason, CloseCause::AuthRefused | CloseCause::RateLimited) {
             let line = format!("conn {} from {}: {}", slot.id, slot.peer, reason.as_str());
             self.log_refusal(&line);
         }
