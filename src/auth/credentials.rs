@@ -5,7 +5,7 @@
 //! Byte-level and pure: it decodes percent-escapes and cookie quoting, and
 //! never judges whether a credential is valid.
 
-use crate::handshake::Request;
+use crate::handshake::{trim, Request};
 
 /// Exactly two dots: a JWT in compact serialization.
 pub(super) fn looks_like_jwt(c: &[u8]) -> bool {
@@ -83,17 +83,6 @@ fn cookie_value<'a>(req: &'a Request, name: &str) -> Option<&'a [u8]> {
             }
             (!v.is_empty()).then_some(v)
         })
-}
-
-/// Strips leading and trailing spaces and tabs.
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// The first non-empty credential in `req`: bearer header, then the query
