@@ -21,6 +21,7 @@ use crate::outbox::SHARE_THRESHOLD;
 const FAST_PATH_MAX: usize = SHARE_THRESHOLD;
 
 impl Conn {
+#[inline]
     pub(super) fn ws_input(&mut self, data: &[u8], env: &mut Env) {
         // Work on our partial frame plus the new bytes. The partial frame
         // grows in place (never copied again per read), and the new bytes
@@ -81,6 +82,7 @@ impl Conn {
     /// fragments, anything the fast path declines) goes to tungstenite alone,
     /// so its buffers never hold bytes past the frame it was given. Returns
     /// the bytes handled.
+#[inline]
     fn feed_frames(&mut self, input: &[u8], env: &mut Env) -> usize {
         let max_message = env.settings.ws_config.max_message_size.unwrap_or(usize::MAX);
         let mut pos = 0;
@@ -130,6 +132,7 @@ impl Conn {
     /// counters, same limits. Returns false, having changed nothing, when
     /// the frame must go to tungstenite instead (text that is not valid
     /// UTF-8, so that tungstenite reports the error).
+#[inline]
     fn fast_data(&mut self, head: &FrameHead, masked: &[u8], env: &mut Env) -> bool {
         let text = head.opcode == 1;
         let op = if text { OpData::Text } else { OpData::Binary };
@@ -210,6 +213,7 @@ struct FrameHead {
 
 impl FrameHead {
     /// Decodes the header at the start of `buf`; None until all of it is there.
+#[inline]
     fn parse(buf: &[u8]) -> Option<FrameHead> {
         let (&b0, &b1) = (buf.first()?, buf.get(1)?);
         let masked = b1 & 0x80 != 0;
@@ -233,6 +237,7 @@ impl FrameHead {
     }
 
     /// Header plus payload, saturating (a huge length is refused before use).
+#[inline]
     fn total(&self) -> usize {
         usize::try_from(self.len).unwrap_or(usize::MAX).saturating_add(self.header_len)
     }
@@ -241,6 +246,7 @@ impl FrameHead {
 /// Appends `masked` to `out`, unmasked with `mask` (RFC 6455 section 5.3),
 /// eight bytes at a time. Returns true when the payload is all ASCII (and
 /// so valid UTF-8 without a further check).
+#[inline]
 pub(super) fn unmask_into(out: &mut Vec<u8>, masked: &[u8], mask: [u8; 4]) -> bool {
     let start = out.len();
     out.extend_from_slice(masked);
@@ -267,6 +273,7 @@ pub(super) fn unmask_into(out: &mut Vec<u8>, masked: &[u8], mask: [u8; 4]) -> bo
 }
 
 /// True when `text` is valid UTF-8; `ascii` says it is known to be ASCII.
+#[inline]
 fn valid_text(text: &[u8], ascii: bool) -> bool {
     ascii || std::str::from_utf8(text).is_ok()
 }
@@ -274,6 +281,7 @@ fn valid_text(text: &[u8], ascii: bool) -> bool {
 /// Finds how many leading bytes of `buf` form whole client frames.
 /// Validation proper is tungstenite's job; this only spots headers it will
 /// reject so they reach it without waiting for a payload that may never come.
+#[inline]
 fn scan_frames(buf: &[u8], max_frame: usize) -> Scan {
     let mut pos = 0;
     let mut need = 0;
