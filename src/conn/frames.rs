@@ -21,7 +21,7 @@ use crate::outbox::SHARE_THRESHOLD;
 const FAST_PATH_MAX: usize = SHARE_THRESHOLD;
 
 impl Conn {
-#[inline]
+    #[inline]
     pub(super) fn ws_input(&mut self, data: &[u8], env: &mut Env) {
         // Work on our partial frame plus the new bytes. The partial frame
         // grows in place (never copied again per read), and the new bytes
@@ -82,7 +82,7 @@ impl Conn {
     /// fragments, anything the fast path declines) goes to tungstenite alone,
     /// so its buffers never hold bytes past the frame it was given. Returns
     /// the bytes handled.
-#[inline]
+    #[inline]
     fn feed_frames(&mut self, input: &[u8], env: &mut Env) -> usize {
         let max_message = env.settings.ws_config.max_message_size.unwrap_or(usize::MAX);
         let mut pos = 0;
@@ -132,7 +132,7 @@ impl Conn {
     /// counters, same limits. Returns false, having changed nothing, when
     /// the frame must go to tungstenite instead (text that is not valid
     /// UTF-8, so that tungstenite reports the error).
-#[inline]
+    #[inline]
     fn fast_data(&mut self, head: &FrameHead, masked: &[u8], env: &mut Env) -> bool {
         let text = head.opcode == 1;
         let op = if text { OpData::Text } else { OpData::Binary };
@@ -213,7 +213,7 @@ struct FrameHead {
 
 impl FrameHead {
     /// Decodes the header at the start of `buf`; None until all of it is there.
-#[inline]
+    #[inline]
     fn parse(buf: &[u8]) -> Option<FrameHead> {
         let (&b0, &b1) = (buf.first()?, buf.get(1)?);
         let masked = b1 & 0x80 != 0;
@@ -237,7 +237,7 @@ impl FrameHead {
     }
 
     /// Header plus payload, saturating (a huge length is refused before use).
-#[inline]
+    #[inline]
     fn total(&self) -> usize {
         usize::try_from(self.len).unwrap_or(usize::MAX).saturating_add(self.header_len)
     }

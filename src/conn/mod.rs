@@ -553,7 +553,7 @@ impl Conn {
     /// Over the limit: the message is dropped (a pub/sub client is told
     /// `rate_limited`), and with action `close` the connection is closed
     /// with 1008 after `max_violations` drops.
-#[inline]
+    #[inline]
     fn within_rate(&mut self, len: usize, data: bool, env: &mut Env) -> bool {
         if self.take_tokens(len, env) {
             return true;
@@ -563,7 +563,7 @@ impl Conn {
     }
 
     /// Takes one message and `len` bytes from the buckets; false when over.
-#[inline]
+    #[inline]
     fn take_tokens(&mut self, len: usize, env: &Env) -> bool {
         let s = env.settings;
         let now = env.now_ms;
@@ -591,14 +591,14 @@ impl Conn {
         }
     }
 
-#[inline]
+    #[inline]
     fn count_in(&mut self, len: usize, env: &mut Env) {
         self.last_msg = env.now;
         env.stats.msgs_in += 1;
         env.stats.bytes_in += len as u64;
     }
 
-#[inline]
+    #[inline]
     fn deliver(&mut self, op: OpData, payload: Bytes, env: &mut Env) {
         match self.route {
             Some(Route::Echo) => {
@@ -643,7 +643,7 @@ impl Conn {
 
     /// Whether a frame of `frame_len` bytes may be queued now; applies the
     /// slow-consumer policy when it may not.
-#[inline]
+    #[inline]
     fn admit(&mut self, frame_len: usize, env: &mut Env) -> bool {
         if !matches!(self.state, State::Open { .. }) {
             return false;
