@@ -19,7 +19,7 @@ use wsedge::stream::KernelSink;
 const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-/// One connection driven the way `worker.rs` drives it.
+/// One connection driven the way `worker/slot.rs` drives it.
 struct Sim {
     host: Host,
     conn: Conn,

@@ -1,6 +1,6 @@
 //! Shared harness for the wsedge fuzz targets (see ../FUZZING.md).
 //!
-//! - [`Sim`]: one sans-IO [`Conn`] driven exactly the way `src/worker.rs`
+//! - [`Sim`]: one sans-IO [`Conn`] driven exactly the way `src/worker/slot.rs`
 //!   drives it (input, timer and writable events, then `finish`: write the
 //!   cork if the queue is empty, spill the rest into the connection's outbox,
 //!   backpressure, half-close), with a [`KernelSink`] that takes only as many
