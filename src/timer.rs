@@ -399,6 +399,19 @@ impl<T> fmt::Debug for TimerWheel<T> {
     }
 }
 
+/// Removes and returns the entries of `pending` whose deadline
+/// (`deadline_of`) is at or before `now`: for queries answered late, which
+/// are few and short-lived, so a scan beats a wheel entry each.
+pub fn take_expired<T>(
+    pending: &mut std::collections::HashMap<u64, T>,
+    now: u64,
+    deadline_of: impl Fn(&T) -> u64,
+) -> Vec<T> {
+    let expired: Vec<u64> =
+        pending.iter().filter(|(_, p)| deadline_of(p) <= now).map(|(&q, _)| q).collect();
+    expired.into_iter().filter_map(|q| pending.remove(&q)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ use super::room::{Joined, LocalRooms, Membership, OwnedRooms, RoomName};
 use super::{BusMsg, Payload};
 use crate::auth::Identity;
 use crate::id::ConnId;
+use crate::timer::take_expired;
 
 /// Where room owners come from: a hash of the room name salted once per
 /// process, so clients cannot choose names that pile onto one worker. Every
@@ -435,19 +436,11 @@ impl Broker {
         if self.presence.is_empty() {
             return;
         }
-        let expired: Vec<u64> = self
-            .presence
-            .iter()
-            .filter(|(_, p)| p.deadline_ms <= now_ms)
-            .map(|(&q, _)| q)
-            .collect();
-        for q in expired {
-            if let Some(p) = self.presence.remove(&q) {
-                self.stats.query_timeouts += 1;
-                let rid = p.id.as_deref().and_then(|s| serde_json::from_str::<&RawValue>(s).ok());
-                let e = ProtoError::new(rid, ErrorCode::Timeout, "presence query timed out");
-                self.refuse(p.origin, &e, out);
-            }
+        for p in take_expired(&mut self.presence, now_ms, |p| p.deadline_ms) {
+            self.stats.query_timeouts += 1;
+            let rid = p.id.as_deref().and_then(|s| serde_json::from_str::<&RawValue>(s).ok());
+            let e = ProtoError::new(rid, ErrorCode::Timeout, "presence query timed out");
+            self.refuse(p.origin, &e, out);
         }
     }
 

@@ -18,6 +18,7 @@ use crate::id::ConnId;
 use crate::metrics::{render_prometheus, ProcessInfo, Stats};
 use crate::pubsub::broker::{BrokerEvent, Deliver};
 use crate::pubsub::Payload;
+use crate::timer::take_expired;
 
 use super::slot::Core;
 use super::{Control, Worker, QUERY_TIMEOUT_MS};
@@ -170,20 +171,12 @@ impl Worker {
         if self.metrics_queries.is_empty() {
             return;
         }
-        let expired: Vec<u64> = self
-            .metrics_queries
-            .iter()
-            .filter(|(_, p)| p.deadline_ms <= now_ms)
-            .map(|(&q, _)| q)
-            .collect();
-        for q in expired {
-            if let Some(p) = self.metrics_queries.remove(&q) {
-                warn!(
-                    "worker {}: {} worker(s) did not answer a metrics query in {} ms",
-                    self.index, p.remaining, QUERY_TIMEOUT_MS
-                );
-                self.answer_metrics(p);
-            }
+        for p in take_expired(&mut self.metrics_queries, now_ms, |p| p.deadline_ms) {
+            warn!(
+                "worker {}: {} worker(s) did not answer a metrics query in {} ms",
+                self.index, p.remaining, QUERY_TIMEOUT_MS
+            );
+            self.answer_metrics(p);
         }
     }
 
