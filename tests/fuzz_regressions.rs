@@ -66,7 +66,7 @@ impl Sim {
     /// The socket became writable with room for `budget` bytes.
     fn drain(&mut self, budget: usize) {
         self.kernel.budget = budget;
-        let n = self.conn.outbox.write_to(&mut self.kernel).unwrap();
+        let n = self.conn.write_queued(&mut self.kernel).unwrap();
         self.conn.handle_written(n, self.host.now, &self.host.settings);
     }
 }
@@ -119,7 +119,7 @@ fn slow_consumer_config(c: &mut Config) {
 fn slow_consumer_discard_keeps_payload_whose_header_was_sent() {
     let mut sim = Sim::new(slow_consumer_config);
     sim.input(&frame(true, 2, &[0xa5; 2000]), 4);
-    assert_eq!(sim.conn.outbox.len(), 2000);
+    assert_eq!(sim.conn.queued_bytes(), 2000);
     sim.input(&frame(true, 2, &[0x5a; 3000]), 0);
     assert_eq!(sim.conn.phase(), Phase::Closing);
     sim.drain(usize::MAX);
@@ -138,7 +138,7 @@ fn slow_consumer_discard_keeps_payload_whose_header_was_sent() {
 fn slow_consumer_discard_keeps_tail_of_half_written_frame() {
     let mut sim = Sim::new(slow_consumer_config);
     sim.input(&frame(true, 1, &[b'a'; 100]), 50);
-    assert_eq!(sim.conn.outbox.len(), 52);
+    assert_eq!(sim.conn.queued_bytes(), 52);
     sim.input(&frame(true, 2, &[0u8; 4090]), 0);
     assert_eq!(sim.conn.phase(), Phase::Closing);
     sim.drain(usize::MAX);
@@ -155,7 +155,7 @@ fn slow_consumer_discard_still_drops_unstarted_frames() {
     let mut sim = Sim::new(slow_consumer_config);
     sim.input(&frame(true, 2, &[1u8; 1500]), 0);
     sim.input(&frame(true, 2, &[2u8; 1500]), 0);
-    assert_eq!(sim.conn.outbox.len(), 2 * 1504);
+    assert_eq!(sim.conn.queued_bytes(), 2 * 1504);
     sim.input(&frame(true, 2, &[3u8; 1500]), 0);
     assert_eq!(sim.conn.phase(), Phase::Closing);
     sim.drain(usize::MAX);
@@ -350,7 +350,7 @@ fn the_101_survives_a_fan_out_overflow_under_every_write_split() {
         while sim.conn.phase() == Phase::Open {
             sim.conn.enqueue(delivery.clone(), &mut sim.host.env());
             // Core::queue: a close frame this caused goes behind the queue.
-            sim.host.cork.spill_into(0, &mut sim.conn.outbox);
+            sim.conn.queue_cork(&sim.host.cork, 0);
             sim.host.cork.clear();
         }
         sim.drain(usize::MAX);

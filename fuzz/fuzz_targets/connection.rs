@@ -77,7 +77,7 @@ impl Run {
         if self.wire.upgraded() {
             assert_ne!(phase, Phase::Handshake);
         }
-        let queued = self.sim.conn.outbox.len();
+        let queued = self.sim.conn.queued_bytes();
         let retained = self.sim.conn.retained_bytes();
         assert!(
             retained - queued <= MAX_FRAME + 64 * 1024,
@@ -147,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
             run.sim.input(&stream[pos..pos + n], b);
             pos += n;
             run.check(n);
-        } else if !run.sim.conn.outbox.is_empty() {
+        } else if run.sim.conn.has_queued() {
             // Paused (or done reading): the client reads some (1-16 bytes
             // when the kernel otherwise takes nothing: byte-exact splits
             // are the 0-64 mode's job, and draining a 4 KiB queue one byte
@@ -172,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
             let b = budget(&mut rng);
             run.timer(now, b);
         }
-        if rng.below(4) == 0 && run.sim.alive() && !run.sim.conn.outbox.is_empty() {
+        if rng.below(4) == 0 && run.sim.alive() && run.sim.conn.has_queued() {
             let b = budget(&mut rng);
             run.sim.writable(b);
             run.check(0);
@@ -203,7 +203,7 @@ fuzz_target!(|data: &[u8]| {
         run.sim.writable(usize::MAX);
         run.check(0);
         if run.sim.alive() {
-            assert!(run.sim.conn.outbox.is_empty());
+            assert!(!run.sim.conn.has_queued());
             assert_eq!(run.wire.partial(), 0, "a frame cut short on the wire");
         }
         let deadline = run.sim.conn.deadline(&run.sim.host.settings);

@@ -170,7 +170,7 @@ impl Sim {
             let done = self.host.write_cork(&mut self.conn, &mut self.kernel, self.writable);
             self.writable = done.writable;
         }
-        if !self.conn.outbox.is_empty() && self.writable {
+        if self.conn.has_queued() && self.writable {
             self.flush(budget);
         }
         self.after_turn();
@@ -178,13 +178,13 @@ impl Sim {
 
     /// `worker::flush`: write the queue while the socket is writable.
     fn flush(&mut self, budget: usize) {
-        if self.conn.outbox.is_empty() || !self.writable {
+        if !self.conn.has_queued() || !self.writable {
             return;
         }
         assert!(!self.shut, "queued bytes after the write side was shut");
         self.kernel.budget = budget;
-        let n = self.conn.outbox.write_to(&mut self.kernel).expect("the kernel never fails");
-        if !self.conn.outbox.is_empty() {
+        let n = self.conn.write_queued(&mut self.kernel).expect("the kernel never fails");
+        if self.conn.has_queued() {
             self.writable = false;
         }
         self.conn.handle_written(n, self.host.now, &self.host.settings);

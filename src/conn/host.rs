@@ -115,7 +115,7 @@ impl Host {
         }
         // Behind a queue the cork waits its turn; only a write the kernel cut
         // short means the socket is full (and a writable edge will come).
-        let attempted = conn.outbox.is_empty() && writable;
+        let attempted = !conn.has_queued() && writable;
         let written = if attempted {
             self.cork.write_to(w).unwrap_or_else(|_| {
                 conn.handle_io_error();
@@ -125,7 +125,7 @@ impl Host {
             0
         };
         if written < self.cork.len() && !conn.is_closed() {
-            self.cork.spill_into(written, &mut conn.outbox);
+            conn.queue_cork(&self.cork, written);
             if attempted {
                 done.writable = false;
             }

@@ -146,8 +146,8 @@ pub struct Conn {
     in_fragment: bool,
     /// The current context decoded a frame larger than its read buffer.
     large_frame: bool,
-    /// Bytes the kernel has not taken yet.
-    pub outbox: Outbox,
+    /// Bytes the kernel has not taken yet ([`Conn::write_queued`]).
+    outbox: Outbox,
     read_paused: bool,
     close_reason: Option<CloseCause>,
     last_recv: u64,
@@ -260,6 +260,36 @@ impl Conn {
     /// already finished its side of the close handshake).
     pub fn close_when_flushed(&self) -> bool {
         matches!(self.state, State::Linger(Linger { close_when_flushed: true, .. }))
+    }
+
+    /// True when output waits in the connection's write queue.
+    #[inline]
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Bytes in the connection's write queue.
+    #[inline]
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Writes the queue to `w` until it is empty or `w` would block; returns
+    /// the bytes written (report them with [`Conn::handle_written`]).
+    /// `WouldBlock` is not an error here: it ends the write.
+    #[inline]
+    pub fn write_queued<W: std::io::Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<usize> {
+        self.outbox.write_to(w)
+    }
+
+    /// Puts what `cork` holds after its first `skip` bytes at the end of the
+    /// write queue (what the socket did not take this turn).
+    #[inline]
+    pub fn queue_cork(&mut self, cork: &crate::outbox::Cork, skip: usize) {
+        cork.spill_into(skip, &mut self.outbox);
     }
 
     /// Bytes retained by this connection beyond its own struct (buffers and

@@ -442,7 +442,7 @@ impl Worker {
         s.requests_refused = b.requests_refused;
         s.forbidden = b.forbidden;
         s.bus_bytes = self.bus.in_flight(self.index) as u64;
-        s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.outbox.len() as u64).sum();
+        s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.queued_bytes() as u64).sum();
         s
     }
 

@@ -142,7 +142,7 @@ impl Core {
         let queued = slot.conn.enqueue(frame, &mut env);
         if !self.host.cork.is_empty() {
             // A slow-consumer close frame: it goes behind the queue.
-            self.host.cork.spill_into(0, &mut slot.conn.outbox);
+            slot.conn.queue_cork(&self.host.cork, 0);
             self.host.cork.clear();
         }
         self.mark_dirty(key);
@@ -348,12 +348,12 @@ impl Worker {
     /// Writes queued output; resumes reading when the queue drained enough.
     fn flush(&mut self, key: usize) {
         let slot = &mut self.core.conns[key];
-        if slot.conn.outbox.is_empty() || !slot.writable {
+        if !slot.conn.has_queued() || !slot.writable {
             return;
         }
-        match slot.conn.outbox.write_to(&mut sink(&mut slot.tls, &mut slot.sock)) {
+        match slot.conn.write_queued(&mut sink(&mut slot.tls, &mut slot.sock)) {
             Ok(n) => {
-                if !slot.conn.outbox.is_empty() {
+                if slot.conn.has_queued() {
                     slot.writable = false;
                 }
                 if slot.conn.handle_written(n, self.core.host.now, &self.core.host.settings) {
@@ -488,7 +488,7 @@ impl Worker {
         // flush_dirty, after send_outgoing, so no client sees an ack before
         // the bus message it acknowledges is on its way.
         let slot = &self.core.conns[key];
-        if !slot.dirty && !slot.conn.outbox.is_empty() && slot.writable {
+        if !slot.dirty && slot.conn.has_queued() && slot.writable {
             self.flush(key);
         }
         let core = &mut self.core;
