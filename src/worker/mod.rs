@@ -118,6 +118,12 @@ pub enum Control {
     },
 }
 
+/// Bytes of one connection slot in a worker's slab (`benches/scale.rs`
+/// checks its simulated slot against it).
+pub fn slot_size() -> usize {
+    std::mem::size_of::<slot::Slot>()
+}
+
 /// What a worker shares with the rest of the process.
 pub struct Process {
     /// A way to reach every worker (this one at its own index).
