@@ -66,6 +66,12 @@ const THREADS: Opt = val(
     Default::Value("1"),
     "event loops (threads), connections split between them; 1-64",
 );
+const WARMUP: Opt = val(
+    "warmup",
+    "W",
+    Default::Value("0"),
+    "seconds after all connections are up before measuring",
+);
 const SOURCES_HELP: &str = "spread source addresses over 127.0.0.1..127.0.0.M";
 const SOURCES_OR_KERNEL: &str =
     "spread source addresses over 127.0.0.1..127.0.0.M; 0 = the kernel's choice";
@@ -76,12 +82,7 @@ const ECHO_OPTS: &[Opt] = &[
     val("inflight", "P", Default::Value("16"), "messages in flight per connection"),
     val("size", "S", Default::Value("32"), "payload bytes; text: at least 16, binary: at least 8"),
     val("secs", "T", Default::Value("10"), "measured seconds; at most 600"),
-    val(
-        "warmup",
-        "W",
-        Default::Value("0"),
-        "seconds after all connections are up before measuring",
-    ),
+    WARMUP,
     switch("binary", "echo binary messages instead of text"),
     THREADS,
     val("sources", "M", Default::Value("0"), SOURCES_OR_KERNEL),
@@ -98,12 +99,7 @@ const TCP_ECHO_OPTS: &[Opt] = &[
     val("inflight", "P", Default::Value("16"), "records in flight per connection"),
     val("size", "S", Default::Value("32"), "record bytes; at least 8"),
     val("secs", "T", Default::Value("10"), "measured seconds; at most 600"),
-    val(
-        "warmup",
-        "W",
-        Default::Value("0"),
-        "seconds after all connections are up before measuring",
-    ),
+    WARMUP,
     THREADS,
     val("sources", "M", Default::Value("0"), SOURCES_OR_KERNEL),
 ];
