@@ -35,6 +35,9 @@ pub struct Stats {
     pub deliveries: u64,
     /// Application requests answered with an `error`.
     pub requests_refused: u64,
+    /// Cross-worker queries (presence, metrics) that other workers did not
+    /// answer in time.
+    pub query_timeouts: u64,
     /// Messages dropped by the per-connection rate limits.
     pub rate_limited: u64,
     /// Channel actions refused by authorization.
@@ -103,6 +106,7 @@ impl Stats {
         self.accept_emfile += other.accept_emfile;
         self.deliveries += other.deliveries;
         self.requests_refused += other.requests_refused;
+        self.query_timeouts += other.query_timeouts;
         self.rate_limited += other.rate_limited;
         self.forbidden += other.forbidden;
         self.rooms += other.rooms;
@@ -187,7 +191,13 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
     for (i, w) in workers.iter().enumerate() {
         let _ = writeln!(out, "wsedge_bus_queued_bytes{{worker=\"{i}\"}} {}", w.bus_bytes);
     }
-    let simple: [(&str, &str, &str, u64); 14] = [
+    let simple: [(&str, &str, &str, u64); 15] = [
+        (
+            "wsedge_query_timeouts_total",
+            "counter",
+            "Cross-worker presence and metrics queries not answered in time.",
+            total.query_timeouts,
+        ),
         (
             "wsedge_rate_limited_total",
             "counter",

@@ -103,6 +103,11 @@ fn metrics_count_a_scripted_scenario() {
     assert!(sample(&text, "wsedge_process_resident_memory_bytes") > 1 << 20);
     assert!(sample(&text, "wsedge_process_open_fds") > 3);
     assert!(sample(&text, "wsedge_fanout_deliveries_total") >= 1);
+    // Every worker answered; the bus is idle once the scenario is over.
+    assert_eq!(sample(&text, "wsedge_query_timeouts_total"), 0);
+    let bus: u64 =
+        (0..2).map(|w| sample(&text, &format!("wsedge_bus_queued_bytes{{worker=\"{w}\"}}"))).sum();
+    assert_eq!(bus, 0);
 }
 
 #[test]

@@ -242,11 +242,6 @@ impl Broker {
         self.rooms.subscriptions()
     }
 
-    /// Local members of `room`.
-    pub fn members(&self, room: &str) -> &[ConnId] {
-        self.rooms.members(room)
-    }
-
     /// A `/ws` connection opened: greet it with its id.
     pub fn handle_open(&mut self, conn: ConnId, out: &mut impl Deliver) {
         out.deliver(conn, &proto::welcome(conn.get()));

@@ -172,6 +172,7 @@ impl Worker {
             return;
         }
         for p in take_expired(&mut self.metrics_queries, now_ms, |p| p.deadline_ms) {
+            self.metrics_timeouts += 1;
             warn!(
                 "worker {}: {} worker(s) did not answer a metrics query in {} ms",
                 self.index, p.remaining, QUERY_TIMEOUT_MS

@@ -217,6 +217,8 @@ pub struct Worker {
     /// queries); sent after the broker's batch for the same worker.
     outgoing: Vec<Vec<Control>>,
     metrics_queries: HashMap<u64, PendingMetrics>,
+    /// Metrics queries answered without every worker's reply.
+    metrics_timeouts: u64,
     next_query: u64,
     admin: Option<TcpListener>,
     tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
@@ -305,6 +307,7 @@ impl Worker {
             peers,
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
             metrics_queries: HashMap::new(),
+            metrics_timeouts: 0,
             next_query: 0,
             admin,
             tls_listener,
@@ -446,6 +449,7 @@ impl Worker {
         let b = self.broker.stats();
         s.deliveries = b.deliveries;
         s.requests_refused = b.requests_refused;
+        s.query_timeouts = b.query_timeouts + self.metrics_timeouts;
         s.forbidden = b.forbidden;
         s.bus_bytes = self.bus.in_flight(self.index) as u64;
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.queued_bytes() as u64).sum();

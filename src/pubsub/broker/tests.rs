@@ -337,6 +337,7 @@ fn a_presence_query_to_a_stalled_worker_times_out_with_an_error() {
         (Some("error"), Some("timeout"))
     );
     assert_eq!(got[0]["id"], 9);
+    assert_eq!(net.brokers[0].stats().query_timeouts, 1, "counted for /metrics");
     assert!(net.brokers[0].poll_timeout().is_none());
     // A late reply finds nothing and sends nothing.
     net.receive(1);
