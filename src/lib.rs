@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod deflate;
 pub mod handshake;
 pub mod id;
 pub mod metrics;
