@@ -42,6 +42,12 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Channel actions refused by authorization.
     pub forbidden: u64,
+    /// Messages compressed for sending (permessage-deflate; a fan-out
+    /// frame counts once per worker), filled in snapshots.
+    pub compressed: u64,
+    /// Deliveries that reused a frame already compressed for the same
+    /// fan-out, filled in snapshots.
+    pub compressed_reused: u64,
     /// Gauge, filled in snapshots: rooms with members on this worker.
     pub rooms: u64,
     /// Gauge, filled in snapshots: room memberships on this worker.
@@ -105,6 +111,8 @@ impl Stats {
         self.dropped += other.dropped;
         self.accept_emfile += other.accept_emfile;
         self.deliveries += other.deliveries;
+        self.compressed += other.compressed;
+        self.compressed_reused += other.compressed_reused;
         self.requests_refused += other.requests_refused;
         self.query_timeouts += other.query_timeouts;
         self.rate_limited += other.rate_limited;
@@ -247,6 +255,20 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
         metric(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
     }
+    metric(
+        &mut out,
+        "wsedge_compressed_messages_total",
+        "counter",
+        "Messages compressed for sending (permessage-deflate; once per worker per fan-out).",
+    );
+    let _ = writeln!(out, "wsedge_compressed_messages_total {}", total.compressed);
+    metric(
+        &mut out,
+        "wsedge_compressed_reused_total",
+        "counter",
+        "Deliveries that reused a frame already compressed for the same fan-out.",
+    );
+    let _ = writeln!(out, "wsedge_compressed_reused_total {}", total.compressed_reused);
     metric(&mut out, "wsedge_subscriptions", "gauge", "Room memberships.");
     let _ = writeln!(out, "wsedge_subscriptions {}", total.subscriptions);
     metric(

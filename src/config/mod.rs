@@ -44,6 +44,37 @@ pub struct Config {
     pub health: HealthConfig,
     /// Per-connection write queues and the slow-consumer policy.
     pub write_queue: WriteQueueConfig,
+    /// permessage-deflate.
+    pub compression: CompressionConfig,
+}
+
+/// `[compression]`: permessage-deflate (RFC 7692).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Negotiate permessage-deflate on /echo and /ws.
+    pub enabled: bool,
+    /// Messages the server sends are compressed from this many bytes up.
+    pub threshold_bytes: usize,
+    /// zlib level, 0..=9, for what the server sends.
+    pub level: u32,
+    /// Window asked of clients that offer `client_max_window_bits`, 9..=15.
+    pub client_max_window_bits: u8,
+    /// Connections per node whose client keeps its context between messages
+    /// (each holds an inflater); beyond it such offers are declined.
+    pub context_takeover_connections: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            enabled: false,
+            threshold_bytes: 512,
+            level: 1,
+            client_max_window_bits: 12,
+            context_takeover_connections: 1000,
+        }
+    }
 }
 
 /// `[server]`
@@ -557,6 +588,16 @@ impl Config {
             if v == 0 {
                 return err(field, "must be at least 1".into());
             }
+        }
+        let c = &self.compression;
+        if c.level > 9 {
+            return err("compression.level", format!("{} is out of range 0..=9", c.level));
+        }
+        if !(9..=15).contains(&c.client_max_window_bits) {
+            return err(
+                "compression.client_max_window_bits",
+                format!("{} is out of range 9..=15", c.client_max_window_bits),
+            );
         }
         let wq = &self.write_queue;
         if wq.max_bytes < 1024 {

@@ -5,8 +5,10 @@
 //! the 101 (marked as the stream's preamble) or a complete refusal into the
 //! cork. Must not touch sockets or frames.
 
+use super::compress::Pmd;
 use super::CloseCause;
 use super::{AppEvent, Conn, Env, Route, Settings, State};
+use crate::deflate;
 use crate::handshake::{self, Reject, Request};
 use crate::pubsub::protocol as proto;
 
@@ -72,7 +74,11 @@ impl Conn {
             Ok(identity) => self.identity = Some(identity),
             Err(e) => return self.refuse_auth(&unauthorized(&e), env),
         }
-        handshake::write_upgrade_response(&upgrade, env.cork.buf_mut());
+        let extensions = match self.negotiate_deflate(&req, env) {
+            Ok(e) => e,
+            Err(reject) => return self.refuse(&reject, env),
+        };
+        handshake::write_upgrade_response_with(&upgrade, extensions.as_deref(), env.cork.buf_mut());
         // Whatever a slow-consumer policy later discards, and however the
         // kernel splits the writes, the 101 reaches the client before any
         // frame.
@@ -151,6 +157,33 @@ impl Conn {
     /// A plain-text client on a TLS port: answer in plain text and close.
     pub fn refuse_plain_on_tls(&mut self, env: &mut Env) {
         self.refuse(&Reject::new(400, "this port speaks TLS: use wss:// or https://"), env);
+    }
+
+    /// permessage-deflate (when enabled): the agreed response value, if
+    /// an offer was accepted; 400 for a header that is not valid syntax.
+    fn negotiate_deflate(&mut self, req: &Request, env: &Env) -> Result<Option<String>, Reject> {
+        let Some(ds) = &env.settings.deflate else { return Ok(None) };
+        let values = req.header_values("sec-websocket-extensions");
+        if values.is_empty() {
+            return Ok(None);
+        }
+        let offers = deflate::parse(&values)
+            .map_err(|_| Reject::new(400, "malformed Sec-WebSocket-Extensions"))?;
+        let policy = deflate::Policy {
+            client_max_window_bits: ds.client_max_window_bits,
+            allow_context_takeover: ds.takeover.available(),
+        };
+        let Some((agreed, bits)) = deflate::agree(&offers, policy) else { return Ok(None) };
+        let guard = if agreed.keeps_context() {
+            match ds.takeover.take() {
+                Some(g) => Some(g),
+                None => return Ok(None), // the budget ran out meanwhile: decline
+            }
+        } else {
+            None
+        };
+        self.pmd = Some(Box::new(Pmd::new(agreed, guard)));
+        Ok(Some(agreed.response(bits)))
     }
 
     fn refuse(&mut self, reject: &Reject, env: &mut Env) {

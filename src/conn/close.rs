@@ -33,6 +33,8 @@ pub enum CloseCause {
     ProtocolError,
     /// Invalid UTF-8 in a text message or close reason (close 1007).
     InvalidUtf8,
+    /// A compressed message that is not valid DEFLATE data (close 1007).
+    BadCompressedData,
     /// A frame or message over the configured limit (close 1009).
     MessageTooBig,
     /// Over the per-connection rate limits too often (close 1008).
@@ -62,7 +64,7 @@ pub struct CloseRow {
 
 impl CloseCause {
     /// Every cause, in a stable order (the metrics label order).
-    pub const ALL: [CloseCause; 16] = [
+    pub const ALL: [CloseCause; 17] = [
         CloseCause::ClientClose,
         CloseCause::ClientVanished,
         CloseCause::Timeout,
@@ -73,6 +75,7 @@ impl CloseCause {
         CloseCause::SlowConsumer,
         CloseCause::ProtocolError,
         CloseCause::InvalidUtf8,
+        CloseCause::BadCompressedData,
         CloseCause::MessageTooBig,
         CloseCause::RateLimited,
         CloseCause::AuthRefused,
@@ -95,6 +98,9 @@ impl CloseCause {
             SlowConsumer => ("slow_consumer", Some((CloseCode::Policy, "slow consumer"))),
             ProtocolError => ("protocol_error", Some((CloseCode::Protocol, "protocol error"))),
             InvalidUtf8 => ("invalid_utf8", Some((CloseCode::Invalid, "invalid UTF-8"))),
+            BadCompressedData => {
+                ("bad_compressed_data", Some((CloseCode::Invalid, "invalid compressed data")))
+            }
             MessageTooBig => ("message_too_big", Some((CloseCode::Size, "message too big"))),
             RateLimited => ("rate_limited", Some((CloseCode::Policy, "rate limited"))),
             AuthRefused => ("auth_refused", None),

@@ -37,7 +37,7 @@ impl Conn {
         let (whole, need) = if self.passthrough {
             (work.len(), 0)
         } else {
-            match scan_frames(work, env.settings.max_frame_bytes) {
+            match scan_frames(work, env.settings.max_frame_bytes, self.pmd.is_some()) {
                 Scan::Whole { whole, need } => (whole, need),
                 Scan::Suspect => {
                     self.passthrough = true;
@@ -92,6 +92,15 @@ impl Conn {
                 break; // cannot happen: the scanner vouched for whole frames
             };
             let total = head.total().min(rest.len());
+            if self.is_compressed_frame(head.rsv1, head.opcode) {
+                let payload = &rest[head.header_len..total];
+                self.compressed_input(head.fin, head.opcode, head.mask, payload, env);
+                pos += total;
+                if !matches!(self.state, State::Open { .. } | State::Closing { .. }) {
+                    return pos;
+                }
+                continue;
+            }
             let fast = matches!(self.state, State::Open { .. })
                 && !self.in_fragment
                 && head.fin
@@ -137,7 +146,7 @@ impl Conn {
         let text = head.opcode == 1;
         let op = if text { OpData::Text } else { OpData::Binary };
         let len = masked.len();
-        if self.route == Some(Route::Echo) {
+        if self.route == Some(Route::Echo) && self.sends_plain(len, env) {
             // Speculatively write the echo frame into the cork: header, then
             // the payload unmasked in place of the copy.
             let header = FrameHeader { opcode: OpCode::Data(op), ..FrameHeader::default() };
@@ -202,6 +211,8 @@ struct FrameHead {
     fin: bool,
     /// RSV1-3 set.
     reserved_bits: bool,
+    /// RSV1 set (a compressed message's first frame, with permessage-deflate).
+    rsv1: bool,
     opcode: u8,
     masked: bool,
     mask: [u8; 4],
@@ -228,6 +239,7 @@ impl FrameHead {
         Some(FrameHead {
             fin: b0 & 0x80 != 0,
             reserved_bits: b0 & 0x70 != 0,
+            rsv1: b0 & 0x40 != 0,
             opcode: b0 & 0x0f,
             masked,
             mask,
@@ -281,8 +293,12 @@ fn valid_text(text: &[u8], ascii: bool) -> bool {
 /// Finds how many leading bytes of `buf` form whole client frames.
 /// Validation proper is tungstenite's job; this only spots headers it will
 /// reject so they reach it without waiting for a payload that may never come.
+///
+/// With permessage-deflate (`rsv1_ok`), RSV1 is expected on the first frame
+/// of a data message; anywhere else (control, continuation), or without the
+/// extension, it goes to tungstenite, which closes with 1002.
 #[inline]
-fn scan_frames(buf: &[u8], max_frame: usize) -> Scan {
+fn scan_frames(buf: &[u8], max_frame: usize, rsv1_ok: bool) -> Scan {
     let mut pos = 0;
     let mut need = 0;
     while buf.len() - pos >= 2 {
@@ -294,7 +310,8 @@ fn scan_frames(buf: &[u8], max_frame: usize) -> Scan {
         // "The server MUST close the connection upon receiving a frame that is
         // not masked." (RFC 6455); control frames: "MUST have a payload length
         // of 125 bytes or less and MUST NOT be fragmented." (RFC 6455)
-        if b0 & 0x70 != 0 || reserved_op || !masked || (is_control && !fin) {
+        let bad_rsv = b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !(rsv1_ok && matches!(opcode, 1 | 2)));
+        if bad_rsv || reserved_op || !masked || (is_control && !fin) {
             return Scan::Suspect;
         }
         let Some(head) = FrameHead::parse(&buf[pos..]) else {

@@ -59,6 +59,8 @@ pub struct Host {
     pub settings: Settings,
     /// Events for the application layer.
     pub events: Vec<AppEvent>,
+    /// Compressors and the shared inflater (permessage-deflate).
+    pub deflate: crate::deflate::Shared,
 }
 
 impl Host {
@@ -73,6 +75,7 @@ impl Host {
             stats: Stats::default(),
             settings,
             events: Vec::new(),
+            deflate: crate::deflate::Shared::default(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Host {
             stats: &mut self.stats,
             settings: &self.settings,
             events: &mut self.events,
+            deflate: &mut self.deflate,
         }
     }
 
@@ -175,4 +179,6 @@ pub struct Env<'a> {
     pub settings: &'a Settings,
     /// Events for the worker's application layer.
     pub events: &'a mut Vec<AppEvent>,
+    /// The worker's compressors and shared inflater.
+    pub deflate: &'a mut crate::deflate::Shared,
 }

@@ -35,6 +35,7 @@
 
 mod accept;
 mod close;
+mod compress;
 mod frames;
 mod host;
 mod settings;
@@ -162,6 +163,8 @@ pub struct Conn {
     msg_bucket: TokenBucket,
     byte_bucket: TokenBucket,
     violations: u32,
+    /// permessage-deflate, when agreed at the upgrade.
+    pmd: Option<Box<compress::Pmd>>,
 }
 
 impl Conn {
@@ -192,6 +195,7 @@ impl Conn {
             msg_bucket: TokenBucket::new(settings.msg_rate.0, settings.msg_rate.1, 0),
             byte_bucket: TokenBucket::new(settings.byte_rate.0, settings.byte_rate.1, 0),
             violations: 0,
+            pmd: None,
         }
     }
 
@@ -643,6 +647,15 @@ impl Conn {
     /// turn), applying the slow-consumer policy. Returns false if it was not
     /// queued.
     pub fn send_data(&mut self, op: OpData, payload: Bytes, env: &mut Env) -> bool {
+        if let Some(frame) = self.compress_payload(op, &payload, env) {
+            if !self.admit(frame.len(), env) {
+                return false;
+            }
+            env.stats.msgs_out += 1;
+            env.stats.bytes_out += payload.len() as u64;
+            env.cork.push_shared(frame);
+            return true;
+        }
         let header = FrameHeader { opcode: OpCode::Data(op), ..FrameHeader::default() };
         let frame_len = header.len(payload.len() as u64) + payload.len();
         if !self.admit(frame_len, env) {
@@ -662,6 +675,7 @@ impl Conn {
     /// close frame this causes goes into `env.cork`, which the caller must
     /// append to the outbox. Returns false if it was not queued.
     pub fn enqueue(&mut self, frame: Bytes, env: &mut Env) -> bool {
+        let frame = self.outgoing_frame(frame, env);
         if !self.admit(frame.len(), env) {
             return false;
         }

@@ -75,6 +75,21 @@ pub struct Settings {
     pub socket_send_buffer: usize,
     /// SO_RCVBUF for client sockets (0 = autotune).
     pub socket_recv_buffer: usize,
+    /// permessage-deflate, when enabled.
+    pub deflate: Option<DeflateSettings>,
+}
+
+/// `[compression]` as connections use it.
+#[derive(Clone, Debug)]
+pub struct DeflateSettings {
+    /// Compress what the server sends from this many payload bytes up.
+    pub threshold: usize,
+    /// zlib level.
+    pub level: u32,
+    /// Window asked of clients that offer `client_max_window_bits`.
+    pub client_max_window_bits: u8,
+    /// Contexts the node may keep for clients with context takeover.
+    pub takeover: std::sync::Arc<crate::deflate::Budget>,
 }
 
 impl Settings {
@@ -139,6 +154,14 @@ impl Settings {
             policy: config.write_queue.slow_consumer,
             socket_send_buffer: config.server.socket_send_buffer_bytes,
             socket_recv_buffer: config.server.socket_recv_buffer_bytes,
+            deflate: config.compression.enabled.then(|| DeflateSettings {
+                threshold: config.compression.threshold_bytes,
+                level: config.compression.level,
+                client_max_window_bits: config.compression.client_max_window_bits,
+                takeover: crate::deflate::Budget::new(
+                    config.compression.context_takeover_connections,
+                ),
+            }),
         }
     }
 }

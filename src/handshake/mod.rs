@@ -106,6 +106,11 @@ impl Request {
     }
 
     /// Values of every header named `name`, in order.
+    /// Every value of the headers named `name_lowercase`, in order.
+    pub fn header_values<'a>(&'a self, name_lowercase: &'a str) -> Vec<&'a [u8]> {
+        self.headers_named(name_lowercase).collect()
+    }
+
     fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
@@ -359,6 +364,12 @@ pub fn upgrade_response(up: &Upgrade) -> Vec<u8> {
 /// Appends the 101 response (the bytes of [`upgrade_response`]) to `out`
 /// without allocating a new Vec.
 pub fn write_upgrade_response(up: &Upgrade, out: &mut Vec<u8>) {
+    write_upgrade_response_with(up, None, out);
+}
+
+/// [`write_upgrade_response`] plus the agreed `Sec-WebSocket-Extensions`
+/// value, if any.
+pub fn write_upgrade_response_with(up: &Upgrade, extensions: Option<&str>, out: &mut Vec<u8>) {
     // "A Status-Line with a 101 response code as per RFC 2616 [RFC2616].
     // Such a response could look like "HTTP/1.1 101 Switching Protocols"."
     // (RFC 6455)
@@ -371,6 +382,9 @@ pub fn write_upgrade_response(up: &Upgrade, out: &mut Vec<u8>) {
     // field in its response" (RFC 6455)
     if let Some(p) = &up.protocol {
         push_header(out, "Sec-WebSocket-Protocol", p.as_bytes());
+    }
+    if let Some(e) = extensions {
+        push_header(out, "Sec-WebSocket-Extensions", e.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -386,6 +386,8 @@ impl Worker {
             // be in its channel before the subscriber can see its ack.
             self.send_outgoing();
             self.flush_dirty();
+            // A compressed fan-out frame is reused within one iteration only.
+            self.core.host.deflate.forget_last();
             if let Some(until) = self.draining_until {
                 if self.core.conns.is_empty() && !self.drained {
                     self.drained = true;
@@ -453,6 +455,8 @@ impl Worker {
         s.forbidden = b.forbidden;
         s.bus_bytes = self.bus.in_flight(self.index) as u64;
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.queued_bytes() as u64).sum();
+        s.compressed = self.core.host.deflate.compressed;
+        s.compressed_reused = self.core.host.deflate.reused;
         s
     }
 
