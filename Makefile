@@ -48,7 +48,7 @@ conformance: release
 	@set -u; ./target/release/wsedge --config tests/conformance.toml --listen 127.0.0.1:$(CONFORMANCE_PORT) >/tmp/wsedge-conformance.log 2>&1 & pid=$$!; \
 	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	  for i in $$(seq 50); do (echo > /dev/tcp/127.0.0.1/$(CONFORMANCE_PORT)) 2>/dev/null && break; sleep 0.1; done; \
-	  AUTOBAHN_EXCLUDE='12.*,13.*' $(AUTOBAHN_RUN) ws://127.0.0.1:$(CONFORMANCE_PORT)/echo
+	  $(AUTOBAHN_RUN) ws://127.0.0.1:$(CONFORMANCE_PORT)/echo
 
 ## Criterion benches, the 1M-connection simulation, then wsedge against its peers
 ## (pinned: server on core 0, load on core 1). BENCH_QUICK=1 for a short pass,

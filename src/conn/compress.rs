@@ -39,6 +39,13 @@ impl Pmd {
     }
 }
 
+/// The most compressed bytes a message of `limit` bytes can take: DEFLATE
+/// output exceeds its input by a few bytes per block when the data does not
+/// compress, so anything far over this cannot inflate under the limit.
+pub(super) fn compressed_bound(limit: usize) -> usize {
+    limit.saturating_add(limit / 64).saturating_add(1024)
+}
+
 impl Conn {
     /// Whether a frame with this first byte's RSV1 and `opcode` belongs to
     /// the compressed path: the first frame of a compressed message, or a
@@ -75,10 +82,7 @@ impl Conn {
         }
         let Some((text, z)) = pmd.partial.as_mut() else { return };
         let text = *text;
-        // DEFLATE output can exceed its input by a few bytes per block; a
-        // compressed message far over the size limit cannot inflate under it.
-        let bound = max_message.saturating_add(max_message / 64).saturating_add(1024);
-        if z.len().saturating_add(masked.len()) > bound {
+        if z.len().saturating_add(masked.len()) > compressed_bound(max_message) {
             pmd.partial = None;
             return self.fail(CloseCause::MessageTooBig, env);
         }

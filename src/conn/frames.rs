@@ -10,7 +10,7 @@ use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::settings::CTX_READ_BUFFER;
-use super::{queue_fits, Conn, Env, Route, State};
+use super::{compress, queue_fits, Conn, Env, Route, State};
 use crate::outbox::SHARE_THRESHOLD;
 
 /// Data frames below this size take the fast path ([`Conn::fast_data`]).
@@ -37,7 +37,16 @@ impl Conn {
         let (whole, need) = if self.passthrough {
             (work.len(), 0)
         } else {
-            match scan_frames(work, env.settings.max_frame_bytes, self.pmd.is_some()) {
+            // A compressed frame may be a little larger than the message it
+            // holds (incompressible data); its own limit is applied after
+            // inflating. Uncompressed frames over the limit still reach
+            // tungstenite, which refuses them with 1009.
+            let pmd = self.pmd.is_some();
+            let max_frame = match pmd {
+                true => compress::compressed_bound(env.settings.max_frame_bytes),
+                false => env.settings.max_frame_bytes,
+            };
+            match scan_frames(work, max_frame, pmd) {
                 Scan::Whole { whole, need } => (whole, need),
                 Scan::Suspect => {
                     self.passthrough = true;
