@@ -46,6 +46,7 @@ use crate::pubsub::BusMsg;
 use crate::timer::TimerWheel;
 
 use self::app::PendingMetrics;
+pub use self::slot::Slot;
 use self::slot::{Core, ListenerKind};
 
 /// Milliseconds per timer-wheel tick.
@@ -119,9 +120,9 @@ pub enum Control {
 }
 
 /// Bytes of one connection slot in a worker's slab (`benches/scale.rs`
-/// checks its simulated slot against it).
+/// checks its `Slot<RawFd>` against it).
 pub fn slot_size() -> usize {
-    std::mem::size_of::<slot::Slot>()
+    std::mem::size_of::<Slot>()
 }
 
 /// What a worker shares with the rest of the process.
