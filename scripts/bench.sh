@@ -246,12 +246,12 @@ fan_run() {
         if [ -z "$json" ]; then
             log "  $server $tag: no result (see $logf)"
             record "$round" "$server" "$tag" "$rep" "$extra" null
-            return
+            return 0
         fi
         record "$round" "$server" "$tag" "$rep" "$extra" "$json"
         grep '^SUMMARY' "$logf" | sed 's/^/[bench]   /' >&2 || true
         rate=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["publishes_per_sec"] * 0.5, 1))' "$json")
-        [ "$rate" = 0.0 ] && return
+        if [ "$rate" = 0.0 ]; then return 0; fi
     done
 }
 
