@@ -76,7 +76,21 @@ pub struct Slot<S = TcpStream> {
     pub(super) read_closed: bool,
 }
 
+/// `MSG_NOSIGNAL` where it exists: a write to a reset connection returns
+/// `EPIPE` rather than raising SIGPIPE, whatever the embedding program does
+/// with that signal (std's `write` on a TcpStream passes it too).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
 /// A connection's writer: the socket, or TLS over it.
+///
+/// Plain sockets write one slice with `send` (std's `write`) and several
+/// with `sendmsg` (not `writev`): both enter the socket layer directly,
+/// where `writev` goes through the VFS (`fdget_pos`, `vfs_writev`,
+/// `sock_write_iter`), about 8% of a fan-out profile to many small rooms
+/// (BENCHMARKS.md, issue 12).
 enum Sink<'a> {
     Plain(&'a mut TcpStream),
     Tls(TlsIo<'a, TcpStream>),
@@ -102,7 +116,9 @@ impl Write for Sink<'_> {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Sink::Plain(s) => s.write_vectored(bufs),
+            Sink::Plain(s) => {
+                socket2::SockRef::from(&**s).send_vectored_with_flags(bufs, SEND_FLAGS)
+            }
             Sink::Tls(t) => t.write_vectored(bufs),
         }
     }
