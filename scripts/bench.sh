@@ -27,6 +27,7 @@
 #   BENCH_EXTRA=0       skip wsedge-only idle at 19k / after 1 MiB echoes
 #   BENCH_UNPINNED=0    skip the unpinned two-worker round
 #   BENCH_OUT=DIR       where results go [target/bench]
+#   BENCH_CHARTS=DIR    where the SVG charts go [docs/bench]; 0 = none
 #   BENCH_PORT=19300    first port used (each server start takes the next one)
 #   BENCH_NICE=-10      niceness of servers and load tester (when run as root), so
 #                       that other work on a shared machine disturbs less; 0 = off
@@ -357,3 +358,15 @@ fi
 # --- 7. report -------------------------------------------------------------
 python3 "$ROOT/scripts/bench_report.py" "$OUT" | tee "$OUT/report.md"
 log "results: $RESULTS; report: $OUT/report.md"
+
+# --- 8. charts ---------------------------------------------------------------
+# SVGs from the same results.jsonl (matplotlib in .venv-bench), written into
+# BENCH_CHARTS (docs/bench, linked from BENCHMARKS.md and the README) unless
+# BENCH_CHARTS=0.
+CHARTS=${BENCH_CHARTS:-$ROOT/docs/bench}
+if [ "$CHARTS" != 0 ]; then
+    if [ ! -x "$ROOT/.venv-bench/bin/python" ] || ! "$ROOT/.venv-bench/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        python3 -m venv "$ROOT/.venv-bench" && "$ROOT/.venv-bench/bin/pip" install -q 'matplotlib>=3.8,<4'
+    fi
+    "$ROOT/.venv-bench/bin/python" "$ROOT/scripts/bench_charts.py" "$OUT" "$CHARTS"
+fi

@@ -44,6 +44,22 @@ pub struct Config {
     pub health: HealthConfig,
     /// Per-connection write queues and the slow-consumer policy.
     pub write_queue: WriteQueueConfig,
+    /// The demo chat page.
+    pub demo: DemoConfig,
+}
+
+/// `[demo]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the demo chat at `GET /` on the main listener.
+    pub enabled: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig { enabled: true }
+    }
 }
 
 /// `[server]`

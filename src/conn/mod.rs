@@ -116,6 +116,9 @@ pub enum Route {
     Echo,
     /// The pub/sub application protocol (messages go to the worker).
     PubSub,
+    /// The node dashboard's live feed (`/dashboard/ws`): the worker sends a
+    /// snapshot a second; what the browser sends is ignored.
+    Dashboard,
 }
 
 /// What a connection hands its worker to act on after its turn.
@@ -641,7 +644,7 @@ impl Conn {
                 self.send_data(op, payload, env);
             }
             Some(Route::PubSub) => env.events.push(AppEvent::Message(op, payload)),
-            None => {}
+            Some(Route::Dashboard) | None => {}
         }
     }
 
