@@ -7,7 +7,7 @@ AUTOBAHN_RUN ?= $(AUTOBAHN_DIR)/run
 CONFORMANCE_PORT ?= 9001
 FUZZ_SECS ?= 60
 
-.PHONY: all build release run test test-rust test-python lint fmt conformance bench fuzz fuzz-smoke clean
+.PHONY: all build release run test test-rust test-python e2e screenshots lint fmt conformance bench fuzz fuzz-smoke clean
 
 all: build
 
@@ -21,8 +21,9 @@ release:
 run: release
 	./target/release/wsedge
 
-## Every test: unit, integration, property, Python interop, lint.
-test: lint test-rust test-python
+## Every test: unit, integration, property, Python interop, the browser
+## pages in headless Chromium, lint.
+test: lint test-rust test-python e2e
 
 test-rust:
 	$(CARGO) test --all-targets
@@ -33,6 +34,20 @@ $(VENV)/bin/python:
 
 test-python: $(VENV)/bin/python release
 	$(VENV)/bin/python tests/interop_python.py ./target/release/wsedge
+
+E2E_DIR := tests/e2e
+$(E2E_DIR)/node_modules/playwright-core/package.json: $(E2E_DIR)/package.json $(E2E_DIR)/package-lock.json
+	cd $(E2E_DIR) && npm ci --no-audit --no-fund --silent
+
+## The demo chat and the dashboard in headless Chromium (Debian `chromium`;
+## .ci/run installs it). Drives the release binary.
+e2e: release $(E2E_DIR)/node_modules/playwright-core/package.json
+	cd $(E2E_DIR) && WSEDGE_BIN=$(CURDIR)/target/release/wsedge node --test --test-concurrency=1 browser.test.mjs
+
+## Regenerates the README's screenshots of both pages (docs/*.png).
+screenshots: release $(E2E_DIR)/node_modules/playwright-core/package.json
+	mkdir -p docs
+	cd $(E2E_DIR) && SCREENSHOT_DIR=$(CURDIR)/docs WSEDGE_BIN=$(CURDIR)/target/release/wsedge node --test --test-concurrency=1 browser.test.mjs
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,11 @@
 //! - `conn/decode_32B_masked/{echo,pubsub}`: one 32-byte masked text frame fed
 //!   to an open `Conn` (on `/echo` this includes encoding the echo into the
 //!   cork; on `/ws` the message goes to the worker as an event);
+//! - `conn/turn_32B_masked/{echo,pubsub}`: the same frame, then the end of
+//!   the connection's turn through the worker's driver (`Host::end_turn`:
+//!   the cork written to a transport that takes everything, backpressure,
+//!   the next deadline), as the worker does per readable event minus the
+//!   syscalls;
 //! - `pubsub/encode_message_32B`: one room delivery encoded once for all
 //!   subscribers (`pubsub::protocol::message`);
 //! - `timer/tick_100k/*`: one `TimerWheel::advance` by one tick with 100,000
@@ -16,7 +21,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use wsedge::config::Config;
-use wsedge::conn::{Conn, Host, Phase, Settings};
+use wsedge::conn::{Conn, EndTurn, Host, Phase, Settings};
 use wsedge::handshake::{self, Limits};
 use wsedge::outbox::Cork;
 use wsedge::pubsub::protocol;
@@ -99,6 +104,31 @@ fn conn_decode(c: &mut Criterion) {
     g.finish();
 }
 
+fn conn_turn(c: &mut Criterion) {
+    let frame = masked(1, br#"{"type":"ping","id":12345678901}"#);
+    let mut g = c.benchmark_group("conn/turn_32B_masked");
+    g.throughput(Throughput::Elements(1));
+    for (name, path) in [("echo", "/echo"), ("pubsub", "/ws")] {
+        let mut rig = Host::new(Settings::from_config(&Config::default(), 100));
+        rig.cork = Cork::with_capacity(64 * 1024);
+        rig.set_tick(1, 100, 1_800_000_000);
+        let mut conn = open(&mut rig, path);
+        let mut kernel = std::io::sink();
+        let turn = EndTurn { writable: true, hold_queue: false };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                conn.handle_input(black_box(&frame), &mut rig.env());
+                let done = rig.end_turn(&mut conn, &mut kernel, turn);
+                rig.events.clear();
+                black_box(done)
+            })
+        });
+        assert_eq!(conn.phase(), Phase::Open);
+        assert!(!conn.has_queued());
+    }
+    g.finish();
+}
+
 fn pubsub_encode(c: &mut Criterion) {
     let data = r#""0123456789abcdef0123456789abcd""#; // 32 bytes of JSON
     assert_eq!(data.len(), 32);
@@ -156,5 +186,5 @@ fn timer_tick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, handshake, conn_decode, pubsub_encode, timer_tick);
+criterion_group!(benches, handshake, conn_decode, conn_turn, pubsub_encode, timer_tick);
 criterion_main!(benches);

@@ -2,17 +2,22 @@
 //!
 //! Builds 1,000,000 connection state machines in one process without sockets:
 //! each `Conn` is upgraded by feeding it the handshake bytes, then left idle,
-//! in a `Slab` of slots shaped like the worker's, with one deadline per
-//! connection in a `TimerWheel` (as the worker keeps them). Reports:
+//! in a `Slab` of the worker's own slots (`wsedge::worker::Slot`, with a
+//! descriptor number in place of the socket), with one deadline per
+//! connection in a `TimerWheel` (as the worker keeps them). Turns end through
+//! the worker's connection driver (`Host::end_turn`) into an in-memory
+//! transport that takes everything. Reports:
 //!
 //! - bytes per connection state: the RSS delta (from `/proc/self/statm`)
 //!   divided by the connection count, next to `size_of::<Conn>()`;
 //! - the cost of one wheel tick with 1M timers (each tick fires ~1/250 of
 //!   them: the ping timers of a 25 s interval at 100 ms ticks), both the wheel
 //!   alone and with every fired connection handling its timer (a ping into the
-//!   cork) and being re-armed;
-//! - one fan-out of one encoded frame to every connection (`Conn::enqueue` of
-//!   the same `Bytes`): time, and memory per queued frame.
+//!   cork), ending its turn (`Host::end_turn`) and being re-armed
+//!   (`Slot::arm`);
+//! - one fan-out of one encoded frame to every connection (`Host::enqueue` of
+//!   the same `Bytes`, then the dirty list): time, and memory per queued
+//!   frame.
 //!
 //! Kernel socket memory is not part of this: `make bench` measures server RSS
 //! per idle connection at 19,000 real connections for that side.
@@ -21,36 +26,23 @@
 //! JSON line starting with `{"bench":"scale"`.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 use wsedge::config::Config;
-use wsedge::conn::{Conn, Env, Host, Phase, Settings};
+use wsedge::conn::{Conn, EndTurn, Env, Host, Phase, Settings};
+use wsedge::id::ConnId;
 use wsedge::outbox::Cork;
 use wsedge::pubsub::protocol;
-use wsedge::timer::{TimerId, TimerWheel};
+use wsedge::timer::TimerWheel;
+use wsedge::worker::Slot;
 
-/// One accepted connection as the worker holds it. `worker::Slot` owns a
-/// real socket, so a million of them cannot be built here; this has its
-/// fields, with the socket's 4-byte descriptor in place of the
-/// `mio::net::TcpStream` that wraps one and `Option<Box<()>>` in place of the
-/// boxed TLS state, and `main` checks that it is exactly the size of the real
-/// slot (`wsedge::worker::slot_size`), so the figures cannot drift from it.
-#[allow(dead_code)]
-struct SimSlot {
-    sock: std::os::fd::RawFd,
-    conn: Conn,
-    peer: SocketAddr,
-    timer: Option<TimerId>,
-    timer_at: u64,
-    writable: bool,
-    dirty: bool,
-    id: u64,
-    tls: Option<Box<()>>,
-    tls_sniffed: bool,
-    ip_counted: bool,
-    read_closed: bool,
-}
+/// The worker's slot with the socket's 4-byte descriptor in place of the
+/// `mio::net::TcpStream` that wraps one (a million sockets cannot be opened
+/// here); `main` checks it is exactly the size of the worker's
+/// (`wsedge::worker::slot_size`).
+type SimSlot = Slot<RawFd>;
 
 /// Ticks of 100 ms over which the connections were accepted (so their ping
 /// deadlines are spread like a steady state of a 25 s ping interval).
@@ -130,20 +122,8 @@ fn main() {
         assert_eq!(conn.phase(), Phase::Open, "connection {i} did not upgrade");
         rig.cork.clear();
         rig.events.clear();
-        conns.insert(SimSlot {
-            sock: -1,
-            conn,
-            peer,
-            timer: None,
-            timer_at: 0,
-            writable: true,
-            dirty: false,
-            id: i as u64,
-            tls: None,
-            tls_sniffed: false,
-            ip_counted: false,
-            read_closed: false,
-        });
+        let key = conns.vacant_key();
+        conns.insert(Slot::new(-1, conn, peer, ConnId::from_parts(0, key, 1), None));
     }
     let build = t.elapsed();
     let rss_conns = rss_bytes();
@@ -151,13 +131,12 @@ fn main() {
     let t = Instant::now();
     let mut wheel: TimerWheel<usize> = TimerWheel::new(WHEEL_SLOTS, 0);
     for (key, slot) in conns.iter_mut() {
-        let at = slot.conn.deadline(&rig.settings);
-        slot.timer = Some(wheel.insert(at, key));
-        slot.timer_at = at;
+        let at = slot.conn().deadline(&rig.settings);
+        slot.arm(&mut wheel, key, at);
     }
     let arm = t.elapsed();
     let rss_timers = rss_bytes();
-    let retained: usize = conns.iter().map(|(_, s)| s.conn.retained_bytes()).sum();
+    let retained: usize = conns.iter().map(|(_, s)| s.conn().retained_bytes()).sum();
 
     // Nothing is due before SPREAD: move there (walks empty slots).
     assert_eq!(wheel.advance(SPREAD - 1, |_, _| unreachable!()), 0);
@@ -173,10 +152,9 @@ fn main() {
         let t = Instant::now();
         wheel.advance(now, |_, key| due.push(key));
         for &key in &due {
-            let id = wheel.insert(now + SPREAD, key);
             let slot = &mut conns[key];
-            slot.timer = Some(id);
-            slot.timer_at = now + SPREAD;
+            slot.timer_fired();
+            slot.arm(&mut wheel, key, now + SPREAD);
         }
         wheel_only.push(t.elapsed());
         fired_total += due.len();
@@ -184,8 +162,11 @@ fn main() {
     }
     let per_tick_wheel = fired_total / ticks;
 
-    // 2. A worker's tick: each fired connection handles its timer (a ping
-    //    goes into the cork), then is re-armed at its new deadline.
+    // 2. A worker's tick (`Worker::on_timer`): each fired connection handles
+    //    its timer (a ping goes into the cork), its turn ends through the
+    //    driver (the cork written to a transport that takes it all), and it
+    //    is re-armed at the deadline the driver returns.
+    let mut kernel = std::io::sink();
     let mut with_conn = Vec::with_capacity(ticks);
     let mut fired_total = 0usize;
     let mut pings = 0usize;
@@ -195,14 +176,13 @@ fn main() {
         wheel.advance(now, |_, key| due.push(key));
         for &key in &due {
             let slot = &mut conns[key];
-            slot.conn.handle_timer(&mut env_at(&mut rig, now));
-            if !rig.cork.is_empty() {
-                pings += 1;
-                rig.cork.clear();
-            }
-            let at = slot.conn.deadline(&rig.settings);
-            slot.timer = Some(wheel.insert(at, key));
-            slot.timer_at = at;
+            slot.timer_fired();
+            slot.conn_mut().handle_timer(&mut env_at(&mut rig, now));
+            pings += usize::from(!rig.cork.is_empty());
+            let turn = EndTurn { writable: true, hold_queue: false };
+            let done = rig.end_turn(slot.conn_mut(), &mut kernel, turn);
+            assert!(done.writable && !done.closed);
+            slot.arm(&mut wheel, key, done.deadline);
         }
         with_conn.push(t.elapsed());
         fired_total += due.len();
@@ -213,8 +193,9 @@ fn main() {
     let rss_ticked = rss_bytes();
 
     // 3. Fan-out: one encoded room delivery queued to every connection, as
-    //    `worker::Core::queue` does (enqueue, then the key goes on the dirty
-    //    list). Twice: the first push allocates each queue.
+    //    `worker::Core::queue` does (`Host::enqueue`, then the key goes on
+    //    the dirty list). Twice: the first push allocates each queue.
+    rig.set_tick(now, 100, 1_800_000_000);
     let data = r#""0123456789abcdef0123456789abcd""#;
     let mut fanout = Vec::new();
     let mut dirty: Vec<usize> = Vec::new();
@@ -225,11 +206,10 @@ fn main() {
         let t = Instant::now();
         let mut queued = 0usize;
         for (key, slot) in conns.iter_mut() {
-            if slot.conn.enqueue(frame.clone(), &mut env_at(&mut rig, now)) {
+            if rig.enqueue(slot.conn_mut(), frame.clone()) {
                 queued += 1;
             }
-            if !slot.dirty {
-                slot.dirty = true;
+            if slot.mark_dirty() {
                 dirty.push(key);
             }
         }
@@ -289,7 +269,7 @@ fn main() {
         tick_wheel.as_secs_f64() * 1e9 / per_tick_wheel.max(1) as f64
     );
     println!(
-        "| wheel tick, {n} timers, with Conn::handle_timer (ping) + re-arm (median of {ticks}; max) | {:.1} us; {:.1} us, {per_tick_conn} fired ({:.0} ns/timer) |",
+        "| wheel tick, {n} timers, with Conn::handle_timer (ping) + Host::end_turn + re-arm (median of {ticks}; max) | {:.1} us; {:.1} us, {per_tick_conn} fired ({:.0} ns/timer) |",
         tick_conn.as_secs_f64() * 1e6,
         max_conn.as_secs_f64() * 1e6,
         tick_conn.as_secs_f64() * 1e9 / per_tick_conn.max(1) as f64

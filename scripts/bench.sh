@@ -6,7 +6,8 @@
 # load tester (wsedge-bench, one thread) on core 1; servers take turns inside
 # each repetition, in a rotating order, and each (server, scenario, rep) gets a
 # fresh server process. Figures are medians over the repetitions. A last round
-# runs unpinned: wsedge --workers 2 against tokio-tungstenite with 2 threads.
+# runs unpinned: wsedge --workers 2 against tokio-tungstenite with 2 threads
+# (fan-out scenarios: wsedge --workers 2 alone, load tester with 2 threads).
 #
 # Knobs (environment):
 #   BENCH_SECS=5        measured seconds per echo scenario (after 1 s warm-up)
@@ -14,11 +15,19 @@
 #   BENCH_QUICK=1       a quick pass: 2 s scenarios, 1 repetition, smaller
 #                       connect/idle counts, short micro-benchmarks
 #   BENCH_MICRO=0       skip the criterion benches and the scale simulation
-#   BENCH_SERVERS="wsedge tt fws tcp"   pinned-round servers to run
-#   BENCH_SCENARIOS="echo1 echo16 echo16k connect idle"
+#   BENCH_SERVERS="wsedge tt fws tcp"   pinned-round servers to run (echo scenarios)
+#   BENCH_FAN_SERVERS="wsedge tt fan"   pinned-round servers of the fan-out scenarios
+#                       (tt = peers' tt-pubsub, fan = serve-tcp-fanout, the ceiling)
+#   BENCH_SCENARIOS="echo1 echo16 echo16k connect idle fan1k fan10k fan100"
+#                       fan1k: 1 room x 1,000 subscribers, 1 publisher; fan10k: 1 x
+#                       10,000, 1 publisher; fan100: 100 rooms x 100, 4 publishers.
+#                       Each fan-out scenario runs twice per server: as fast as
+#                       possible, then at 50% of the publishes/s just measured
+#                       (its p99 is the latency figure); 64-byte JSON publishes.
 #   BENCH_EXTRA=0       skip wsedge-only idle at 19k / after 1 MiB echoes
 #   BENCH_UNPINNED=0    skip the unpinned two-worker round
 #   BENCH_OUT=DIR       where results go [target/bench]
+#   BENCH_CHARTS=DIR    where the SVG charts go [docs/bench]; 0 = none
 #   BENCH_PORT=19300    first port used (each server start takes the next one)
 #   BENCH_NICE=-10      niceness of servers and load tester (when run as root), so
 #                       that other work on a shared machine disturbs less; 0 = off
@@ -51,7 +60,8 @@ WARMUP=1
 HOLD=3
 MICRO=${BENCH_MICRO:-1}
 SERVERS=${BENCH_SERVERS:-"wsedge tt fws tcp"}
-SCENARIOS=${BENCH_SCENARIOS:-"echo1 echo16 echo16k connect idle"}
+FAN_SERVERS=${BENCH_FAN_SERVERS:-"wsedge tt fan"}
+SCENARIOS=${BENCH_SCENARIOS:-"echo1 echo16 echo16k connect idle fan1k fan10k fan100"}
 EXTRA=${BENCH_EXTRA:-1}
 UNPINNED=${BENCH_UNPINNED:-1}
 OUT=${BENCH_OUT:-$ROOT/target/bench}
@@ -70,6 +80,7 @@ WSEDGE=$ROOT/target/release/wsedge
 LOAD=$ROOT/target/release/wsedge-bench
 TT=$ROOT/peers/target/release/tt-echo
 FWS=$ROOT/peers/target/release/fws-echo
+TTPS=$ROOT/peers/target/release/tt-pubsub
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -103,18 +114,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_server NAME PIN WORKERS: starts NAME on a fresh port; sets SERVER_PID
-# and URL. PIN is a taskset cpu list or "" for unpinned.
+# start_server NAME PIN WORKERS [pubsub]: starts NAME on a fresh port; sets
+# SERVER_PID and URL. PIN is a taskset cpu list or "" for unpinned. With
+# "pubsub", URL is the server's pub/sub endpoint (tt is then tt-pubsub).
 start_server() {
-    local name=$1 pin=$2 workers=$3 cmd
+    local name=$1 pin=$2 workers=$3 kind=${4:-echo} cmd
     PORT=$((PORT + 1))
     local addr=127.0.0.1:$PORT
-    case $name in
-        wsedge) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/echo ;;
-        tt) cmd=("$TT" --listen "$addr" --threads "$workers"); URL=ws://$addr/ ;;
-        fws) cmd=("$FWS" --listen "$addr"); URL=ws://$addr/ ;;
-        tcp) cmd=("$LOAD" serve-tcp-echo --listen "$addr" --secs 600); URL=tcp://$addr ;;
-        *) echo "unknown server $name" >&2; exit 2 ;;
+    case $name/$kind in
+        wsedge/echo) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/echo ;;
+        wsedge/pubsub) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/ws ;;
+        tt/echo) cmd=("$TT" --listen "$addr" --threads "$workers"); URL=ws://$addr/ ;;
+        tt/pubsub) cmd=("$TTPS" --listen "$addr" --threads "$workers"); URL=ws://$addr/ws ;;
+        fws/echo) cmd=("$FWS" --listen "$addr"); URL=ws://$addr/ ;;
+        tcp/echo) cmd=("$LOAD" serve-tcp-echo --listen "$addr" --secs 600); URL=tcp://$addr ;;
+        fan/pubsub) cmd=("$LOAD" serve-tcp-fanout --listen "$addr" --secs 600); URL=tcp://$addr ;;
+        *) echo "unknown server $name for $kind" >&2; exit 2 ;;
     esac
     if [ -n "$pin" ]; then cmd=(taskset -c "$pin" "${cmd[@]}"); fi
     "${PRIO[@]}" "${cmd[@]}" >"$OUT/logs/server-$name-$PORT.log" 2>&1 &
@@ -198,6 +213,49 @@ scenario() {
     record "$round" "$server" "$scen" "$rep" "$extra" "$json"
 }
 
+# fan_args SCEN: the pubsub options of a fan-out scenario.
+fan_args() {
+    case $1 in
+        fan1k) echo "--subs 1000 --rooms 1 --pubs 1" ;;
+        fan10k) echo "--subs 10000 --rooms 1 --pubs 1" ;;
+        fan100) echo "--subs 10000 --rooms 100 --pubs 4" ;;
+        *) echo "unknown scenario $1" >&2; exit 2 ;;
+    esac
+}
+
+# fan_run ROUND SERVER SCEN REP PIN WORKERS: one fan-out scenario on two
+# fresh servers: as fast as possible (recorded as SCEN), then at 50% of the
+# publishes/s that run measured (recorded as SCEN@50).
+fan_run() {
+    local round=$1 server=$2 scen=$3 rep=$4 pin=$5 workers=$6 json rate t0 t1 c0 c1 extra
+    local args
+    read -r -a args <<<"$(fan_args "$scen")"
+    rate=0
+    for tag in "$scen" "$scen@50"; do
+        start_server "$server" "$pin" "$workers" pubsub
+        log "rep $rep  $tag  $server (workers $workers)"
+        local logf=$OUT/logs/load-$round-$server-$tag-$rep.log
+        c0=$(cpu_ticks)
+        t0=$(date +%s.%N)
+        json=$(run_load $((SECS + 90)) "$logf" pubsub --url "$URL" "${args[@]}" --rate "$rate" \
+            --secs "$SECS" --warmup $WARMUP --threads "$LOAD_THREADS")
+        t1=$(date +%s.%N)
+        c1=$(cpu_ticks)
+        stop_server
+        extra=$(awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { printf ",\"server_cpu_pct\":%.1f", 100 * (c1 - c0) / hz / (t1 - t0) }')
+        if [ -z "$json" ]; then
+            log "  $server $tag: no result (see $logf)"
+            record "$round" "$server" "$tag" "$rep" "$extra" null
+            return 0
+        fi
+        record "$round" "$server" "$tag" "$rep" "$extra" "$json"
+        grep '^SUMMARY' "$logf" | sed 's/^/[bench]   /' >&2 || true
+        rate=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["publishes_per_sec"] * 0.5, 1))' "$json")
+        if [ "$rate" = 0.0 ]; then return 0; fi
+    done
+}
+
 # idle_run ROUND SERVER SCEN REP N [ECHO_FIRST]: server RSS before and after
 # N connections are up (and, with ECHO_FIRST, have echoed one message).
 idle_run() {
@@ -236,13 +294,23 @@ idle_run() {
 # --- 4. pinned side-by-side round ------------------------------------------
 LOAD_PIN=1
 LOAD_THREADS=1
-read -r -a server_list <<<"$SERVERS"
-nservers=${#server_list[@]}
+read -r -a echo_servers <<<"$SERVERS"
+read -r -a fan_servers <<<"$FAN_SERVERS"
 for rep in $(seq "$REPS"); do
     for scen in $SCENARIOS; do
+        if [[ $scen == fan* ]]; then
+            server_list=("${fan_servers[@]}")
+        else
+            server_list=("${echo_servers[@]}")
+        fi
+        nservers=${#server_list[@]}
         for k in $(seq 0 $((nservers - 1))); do
             server=${server_list[$(((k + rep - 1) % nservers))]}
             if [ "$server" = tcp ] && [[ $scen != echo* ]]; then continue; fi
+            if [[ $scen == fan* ]]; then
+                fan_run pinned "$server" "$scen" "$rep" 0 1
+                continue
+            fi
             start_server "$server" 0 1
             log "rep $rep/$REPS  $scen  $server"
             if [ "$scen" = idle ]; then
@@ -271,7 +339,13 @@ fi
 if [ "$UNPINNED" = 1 ]; then
     LOAD_PIN=
     LOAD_THREADS=2
-    for scen in echo1 echo16 echo16k connect; do
+    for scen in $SCENARIOS; do
+        if [[ $scen == fan* ]]; then
+            log "unpinned  $scen  wsedge (2 workers)"
+            fan_run unpinned wsedge "$scen" 1 "" 2
+            continue
+        fi
+        [[ $scen == idle ]] && continue
         for server in wsedge tt; do
             start_server "$server" "" 2
             log "unpinned  $scen  $server (2 workers)"
@@ -284,3 +358,15 @@ fi
 # --- 7. report -------------------------------------------------------------
 python3 "$ROOT/scripts/bench_report.py" "$OUT" | tee "$OUT/report.md"
 log "results: $RESULTS; report: $OUT/report.md"
+
+# --- 8. charts ---------------------------------------------------------------
+# SVGs from the same results.jsonl (matplotlib in .venv-bench), written into
+# BENCH_CHARTS (docs/bench, linked from BENCHMARKS.md and the README) unless
+# BENCH_CHARTS=0.
+CHARTS=${BENCH_CHARTS:-$ROOT/docs/bench}
+if [ "$CHARTS" != 0 ]; then
+    if [ ! -x "$ROOT/.venv-bench/bin/python" ] || ! "$ROOT/.venv-bench/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        python3 -m venv "$ROOT/.venv-bench" && "$ROOT/.venv-bench/bin/pip" install -q 'matplotlib>=3.8,<4'
+    fi
+    "$ROOT/.venv-bench/bin/python" "$ROOT/scripts/bench_charts.py" "$OUT" "$CHARTS"
+fi

@@ -52,6 +52,13 @@ def load(out):
 def metrics(r):
     b = r.get("bench") or {}
     m = {}
+    if b.get("mode") == "pubsub":
+        for k in ("deliveries_per_sec", "publishes_per_sec", "p50_us", "p99_us", "errors"):
+            m[k] = b.get(k)
+        m["lost"] = sum(b.get(k) or 0 for k in ("missing", "duplicates", "out_of_order", "unexpected"))
+        m["load_cpu"] = b.get("busy_max_pct")
+        m["cpu"] = r.get("server_cpu_pct")
+        return m
     if r["scenario"] in ("idle", "idle19k", "idle1m"):
         n = r.get("idle_conns") or 0
         if n > 0:
@@ -248,6 +255,80 @@ def targets_table(g, scale):
     return "\n".join(head + rows)
 
 
+FAN_SCEN = {
+    "fan1k": "1 room × 1,000 subscribers, 1 publisher",
+    "fan10k": "1 room × 10,000 subscribers, 1 publisher",
+    "fan100": "100 rooms × 100 subscribers, 4 publishers",
+}
+FAN_NAMES = {
+    "wsedge": "wsedge (1 worker)",
+    "tt": "tokio-tungstenite pub/sub (tt-pubsub, 1 thread)",
+    "fan": "raw TCP fan-out on mio (ceiling)",
+}
+# The external anchor, measured with an independent load generator (issue 12):
+# uWebSockets.js app.publish, deliveries/s, ranges over two runs of 3 repetitions.
+UWS = {"fan1k": "0.48–0.54 M", "fan10k": "0.38–0.49 M", "fan100": "351–408 k"}
+
+
+def fan_table(g, names, servers):
+    out = [
+        "| scenario | server | runs | deliveries/s (max) | publishes/s | p99 µs at max "
+        "| rate at 50% (publishes/s) | p99 µs at 50% | lost | server CPU | load CPU | share of ceiling |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scen in FAN_SCEN:
+        for server in servers:
+            lst = g.get((server, scen))
+            if not lst:
+                continue
+            f = lambda k, sc=scen: medm(g, server, sc, k)  # noqa: E731
+            lost = sum((m.get("lost") or 0) for _, m in lst + g.get((server, scen + "@50"), []))
+            errs = sum((m.get("errors") or 0) for _, m in lst + g.get((server, scen + "@50"), []))
+            share = per_rep_ratios(g, server, "fan", scen, "deliveries_per_sec") if server != "fan" else []
+            shr = fmt_r(statistics.median(share)) if share else "—"
+            note = f" ({errs} errors)" if errs else ""
+            out.append(
+                f"| {FAN_SCEN[scen]} | {names.get(server, server)}{note} | {len(lst)} "
+                f"| {fmt(f('deliveries_per_sec'), 'rate')} | {fmt(f('publishes_per_sec'), 'rate')} "
+                f"| {fmt(f('p99_us'), 'us')} | {fmt(f('publishes_per_sec', scen + '@50'), 'rate')} "
+                f"| {fmt(f('p99_us', scen + '@50'), 'us')} | {lost} | {fmt(f('cpu'), 'pct')} "
+                f"| {fmt(f('load_cpu'), 'pct')} | {shr} |"
+            )
+        if scen in UWS and names is FAN_NAMES:
+            out.append(f"| {FAN_SCEN[scen]} | uWebSockets.js `app.publish` (issue 12, quoted) | — | {UWS[scen]} "
+                       "| — | — | — | — | 0 | — | — | — |")
+    return "\n".join(out)
+
+
+def fan_targets(g):
+    rows = []
+
+    def add(target, measured, want, ok, reps=None):
+        spread = ""
+        if reps and len(reps) > 1:
+            spread = f" (reps {', '.join(f'{x:.2f}' for x in reps)})"
+        verdict = "—" if ok is None else ("**met**" if ok else "**MISSED**")
+        rows.append(f"| {target} | {measured}{spread} | {want} | {verdict} |")
+
+    d = medm(g, "wsedge", "fan100", "deliveries_per_sec")
+    add("100×100, 4 publishers: wsedge deliveries/s", fmt(d, "rate"), "≥ 490 k (1.2× uWS.js 408 k)",
+        None if d is None else d >= 490e3)
+    reps = per_rep_ratios(g, "wsedge", "fan", "fan100", "deliveries_per_sec")
+    r = statistics.median(reps) if reps else None
+    add("100×100, 4 publishers: wsedge / raw TCP fan-out ceiling", fmt_r(r), "≥ 0.80",
+        None if r is None else r >= 0.8, reps)
+    for scen in ("fan1k", "fan10k"):
+        reps = per_rep_ratios(g, "wsedge", "tt", scen, "deliveries_per_sec")
+        r = statistics.median(reps) if reps else None
+        add(f"{FAN_SCEN[scen]}: wsedge / tokio-tungstenite", fmt_r(r), "≥ 4", None if r is None else r >= 4, reps)
+    for scen in FAN_SCEN:
+        w, t = medm(g, "wsedge", scen + "@50", "p99_us"), medm(g, "tt", scen + "@50", "p99_us")
+        add(f"{FAN_SCEN[scen]}: p99 at 50% of max, wsedge vs tokio-tungstenite",
+            f"{fmt(w, 'us')} µs vs {fmt(t, 'us')} µs", "≤ peer", None if w is None or t is None else w <= t)
+    head = ["| target | measured | wanted | verdict |", "|---|---:|---:|---|"]
+    return "\n".join(head + rows)
+
+
 def fmt_r(r):
     return "—" if r is None else f"{r:.2f}×"
 
@@ -258,6 +339,8 @@ def unpinned_table(g):
         "|---|---:|---:|---:|---:|",
     ]
     for server in ("wsedge", "tt"):
+        if not any((server, sc) in g for sc in ("echo1", "echo16", "echo16k", "connect")):
+            continue
         cells = [
             fmt(medm(g, server, "echo1", "msgs_per_sec"), "rate"),
             fmt(medm(g, server, "echo16", "msgs_per_sec"), "rate"),
@@ -353,7 +436,8 @@ def machine():
     ]
     main = lock_versions(os.path.join(ROOT, "Cargo.lock"), {"mio", "tungstenite", "httparse", "criterion", "bytes"})
     peers = lock_versions(os.path.join(ROOT, "peers", "Cargo.lock"),
-                          {"tokio", "tokio-tungstenite", "tungstenite", "fastwebsockets", "hyper", "hyper-util"})
+                          {"tokio", "tokio-tungstenite", "tungstenite", "fastwebsockets", "hyper", "hyper-util",
+                           "serde_json"})
     lines.append("- wsedge crates: " + ", ".join(f"{k} {v}" for k, v in sorted(main.items())))
     lines.append("- peer crates: " + ", ".join(f"{k} {v}" for k, v in sorted(peers.items())))
     return "\n".join(lines)
@@ -381,7 +465,25 @@ def main():
     print("## Targets (issue 3)")
     print()
     print(targets_table(pinned, scale_js))
-    if unpinned:
+    if any(sc in FAN_SCEN for (_, sc) in pinned):
+        print()
+        print("## Fan-out: server on core 0, load tester on core 1 (issue 12)")
+        print()
+        print("64-byte JSON publishes (the ceiling: 74-byte frames); \"max\": as fast as the windows allow "
+              "(64 unacked publishes per publisher, 16 deliveries owed per subscriber); \"50%\": a fresh server "
+              "at half the publishes/s just measured, payload stamped with the scheduled send time. "
+              "\"lost\": missing + duplicated + out-of-order + unexpected deliveries over both runs. "
+              "Share of ceiling: median of the per-repetition ratios.")
+        print()
+        print(fan_table(pinned, FAN_NAMES, ["wsedge", "tt", "fan"]))
+        print()
+        print(fan_targets(pinned))
+    if any(sc in FAN_SCEN for (_, sc) in unpinned):
+        print()
+        print("## Fan-out unpinned: wsedge --workers 2, load tester with 2 threads")
+        print()
+        print(fan_table(unpinned, {"wsedge": "wsedge --workers 2"}, ["wsedge"]))
+    if any(sc in ("echo1", "echo16", "echo16k", "connect") for (_, sc) in unpinned):
         print()
         print("## Unpinned: two workers / threads, load tester with 2 threads")
         print()

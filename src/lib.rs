@@ -23,6 +23,7 @@ pub mod server;
 pub mod stream;
 pub mod timer;
 pub mod tls;
+pub mod web;
 pub mod worker;
 
 pub use config::Config;

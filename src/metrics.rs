@@ -172,6 +172,46 @@ pub fn open_fds() -> Option<u64> {
     std::fs::metadata("/proc/self/fd").ok().map(|m| m.len()).filter(|&n| n > 0)
 }
 
+/// The node dashboard's snapshot (`/dashboard/ws`, one a second): every
+/// worker's counters and gauges, closes by reason, the ping round-trip
+/// histogram and the process's RSS and descriptors, as one JSON object. The
+/// page computes rates from two snapshots.
+pub fn dashboard_json(stats: &[Stats], process: &ProcessInfo, unix_ms: u64) -> String {
+    use serde_json::{json, Map, Value};
+    let mut total = Stats::default();
+    for s in stats {
+        total.merge(s);
+    }
+    let workers: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            json!({
+                "open": s.open, "msgs_in": s.msgs_in, "msgs_out": s.msgs_out,
+                "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "deliveries": s.deliveries,
+                "queued_bytes": s.queued_bytes, "bus_bytes": s.bus_bytes, "rooms": s.rooms,
+                "subscriptions": s.subscriptions, "dropped": s.dropped,
+                "rate_limited": s.rate_limited,
+            })
+        })
+        .collect();
+    let closes: Map<String, Value> =
+        CloseCause::ALL.iter().map(|&r| (r.as_str().to_string(), total.closes(r).into())).collect();
+    json!({
+        "unix_ms": unix_ms,
+        "workers": workers,
+        "closes": closes,
+        "ping_rtt": {
+            "bounds_ms": PING_RTT_BOUNDS_MS,
+            "counts": total.ping_rtt_buckets,
+            "sum_ms": total.ping_rtt_sum_ms,
+        },
+        "rss_bytes": process.rss_bytes,
+        "open_fds": process.open_fds,
+        "shutting_down": process.shutting_down,
+    })
+    .to_string()
+}
+
 /// Renders every worker's counters in the Prometheus text format (0.0.4).
 /// Counters are summed over workers; the open-connections gauge is per worker.
 pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {

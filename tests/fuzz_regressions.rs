@@ -1,29 +1,33 @@
 //! Regression tests for inputs the fuzzers (`fuzz/`, see FUZZING.md) found.
 //!
-//! Each test replays one finding sans-IO, with the input bytes inline, through
-//! the same worker emulation the `connection` fuzz target uses: the connection
-//! handles input, its cork is written to a "kernel" that takes at most a
-//! budget of bytes, the rest spills into the connection's outbox exactly as
-//! `worker::finish` does it. The check is the fuzzer's: everything that
-//! reached the wire parses as a sequence of whole, valid server frames.
+//! Each test replays one finding sans-IO, with the input bytes inline, the
+//! way the `connection` fuzz target drives a connection: it handles input,
+//! then its turn ends through the connection driver the worker uses
+//! (`Host::end_turn`), writing to a "kernel" that takes at most a budget of
+//! bytes; the rest waits in the connection's queue until the kernel is
+//! writable again (`Host::handle_writable`). The check is the fuzzer's:
+//! everything that reached the wire parses as a sequence of whole, valid
+//! server frames.
 
 mod common;
 
 use bytes::Bytes;
 use common::frame;
 use wsedge::config::{Config, SlowConsumerPolicy};
-use wsedge::conn::{Conn, Host, Phase, Settings};
+use wsedge::conn::{Conn, EndTurn, Host, Phase, Settings};
 use wsedge::handshake::{accept_key, upgrade_response, Upgrade};
 use wsedge::stream::KernelSink;
 
 const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-/// One connection driven the way `worker/slot.rs` drives it.
+/// One connection, driven through the same driver as the worker's.
 struct Sim {
     host: Host,
     conn: Conn,
     kernel: KernelSink,
+    /// No write was cut short since the kernel was last writable.
+    writable: bool,
 }
 
 impl Sim {
@@ -32,8 +36,8 @@ impl Sim {
         tweak(&mut config);
         let host = Host::new(Settings::from_config(&config, 100));
         let conn = Conn::new(0, &host.settings);
-        let mut sim =
-            Sim { host, conn, kernel: KernelSink { wire: Vec::new(), budget: usize::MAX } };
+        let kernel = KernelSink { wire: Vec::new(), budget: usize::MAX };
+        let mut sim = Sim { host, conn, kernel, writable: true };
         sim.input(REQUEST, usize::MAX);
         assert_eq!(sim.conn.phase(), Phase::Open);
         let head = sim.kernel.wire.windows(4).position(|w| w == b"\r\n\r\n");
@@ -47,27 +51,30 @@ impl Sim {
         tweak(&mut config);
         let host = Host::new(Settings::from_config(&config, 100));
         let conn = Conn::new(0, &host.settings);
-        Sim { host, conn, kernel: KernelSink { wire: Vec::new(), budget: 0 } }
+        Sim { host, conn, kernel: KernelSink { wire: Vec::new(), budget: 0 }, writable: true }
     }
 
-    /// One read of `bytes`, then `finish` with a kernel that takes `budget`.
+    /// One read of `bytes`, then the end of the turn with a kernel that
+    /// takes `budget`.
     fn input(&mut self, bytes: &[u8], budget: usize) {
         self.conn.handle_input(bytes, &mut self.host.env());
-        self.finish(budget);
+        let _ = self.end_turn(budget, false);
     }
 
-    /// `worker::finish`: write the cork as the worker does, then backpressure.
-    fn finish(&mut self, budget: usize) {
+    /// The end of a turn, as the worker's `finish`; `hold_queue` as for a
+    /// connection on the worker's dirty list.
+    fn end_turn(&mut self, budget: usize, hold_queue: bool) -> wsedge::conn::TurnResult {
         self.kernel.budget = budget;
-        self.host.write_cork(&mut self.conn, &mut self.kernel, true);
-        self.conn.update_backpressure(&self.host.settings);
+        let turn = EndTurn { writable: self.writable, hold_queue };
+        let done = self.host.end_turn(&mut self.conn, &mut self.kernel, turn);
+        self.writable = done.writable;
+        done
     }
 
     /// The socket became writable with room for `budget` bytes.
     fn drain(&mut self, budget: usize) {
         self.kernel.budget = budget;
-        let n = self.conn.write_queued(&mut self.kernel).unwrap();
-        self.conn.handle_written(n, self.host.now, &self.host.settings);
+        self.writable = self.host.handle_writable(&mut self.conn, &mut self.kernel).writable;
     }
 }
 
@@ -193,7 +200,8 @@ fn slow_consumer_close_from_the_read_loop_is_the_only_close_frame() {
     sim.input(&frame(true, 9, b"still there?"), usize::MAX);
     sim.input(&frame(true, 8, &1008u16.to_be_bytes()), usize::MAX);
     assert_eq!(server_frames(&sim.kernel.wire), vec![], "nothing after our close");
-    assert_eq!(sim.conn.phase(), Phase::Linger);
+    // Both closes are out and everything is flushed: the socket is closed.
+    assert_eq!(sim.conn.phase(), Phase::Closed);
 }
 
 /// Same root cause, the variant the fuzzer reported: a protocol violation
@@ -348,10 +356,7 @@ fn the_101_survives_a_fan_out_overflow_under_every_write_split() {
         assert_eq!(sim.conn.phase(), Phase::Open);
         let delivery = frame_unmasked(&[b'm'; 1500]);
         while sim.conn.phase() == Phase::Open {
-            sim.conn.enqueue(delivery.clone(), &mut sim.host.env());
-            // Core::queue: a close frame this caused goes behind the queue.
-            sim.conn.queue_cork(&sim.host.cork, 0);
-            sim.host.cork.clear();
+            sim.host.enqueue(&mut sim.conn, delivery.clone());
         }
         sim.drain(usize::MAX);
         let frames = upgraded_then_closed(&sim.kernel.wire, 1008);
@@ -404,7 +409,8 @@ fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadab
 }
 
 /// Found by the shutdown test under load: a frame the application queued
-/// (a room delivery) and a close in the cork in the same turn. The cork went
+/// (a room delivery) and a close in the cork in the same turn, while the
+/// connection is on the worker's dirty list (its queue held). The cork went
 /// behind the queue without any write, yet the socket was marked full, so
 /// nothing was written until the close deadline and the client lost both the
 /// message and the close.
@@ -412,12 +418,14 @@ fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadab
 fn a_cork_behind_a_queue_does_not_mark_the_socket_full() {
     let mut sim = Sim::new(|_| {});
     let message = frame_unmasked(b"bye");
-    assert!(sim.conn.enqueue(message, &mut sim.host.env()));
+    assert!(sim.host.enqueue(&mut sim.conn, message));
     sim.conn.start_close(wsedge::metrics::CloseCause::Shutdown, &mut sim.host.env());
-    let done = sim.host.write_cork(&mut sim.conn, &mut sim.kernel, true);
-    assert!(done.writable, "nothing was written, so the socket is not known to be full");
-    // The caller now writes the queue: the message, then the close.
-    sim.drain(usize::MAX);
+    let held = sim.end_turn(usize::MAX, true);
+    assert!(held.writable, "nothing was written, so the socket is not known to be full");
+    assert!(sim.kernel.wire.is_empty(), "a held queue is not written");
+    // The dirty list's turn: the message, then the close, with no writable
+    // event in between.
+    assert!(sim.end_turn(usize::MAX, false).writable);
     let frames = server_frames(&sim.kernel.wire);
     assert_eq!(frames.first().map(|f| (f.0, f.1.as_slice())), Some((1, &b"bye"[..])));
     assert_eq!(frames.get(1).map(|f| f.0), Some(8), "the close follows the message");

@@ -31,6 +31,7 @@ fn secured(tweak: impl FnOnce(&mut wsedge::Config)) -> wsedge::Server {
             subscribe: vec!["*".into()],
             publish: vec!["news:*".into()],
             publish_api: true,
+            admin: false,
         }];
         tweak(c);
     }))

@@ -1,10 +1,12 @@
 //! Shared harness for the wsedge fuzz targets (see ../FUZZING.md).
 //!
-//! - [`Sim`]: one sans-IO [`Conn`] driven exactly the way `src/worker/slot.rs`
-//!   drives it (input, timer and writable events, then `finish`: write the
-//!   cork if the queue is empty, spill the rest into the connection's outbox,
-//!   backpressure, half-close), with a [`KernelSink`] that takes only as many
-//!   bytes per write as the fuzzer allows.
+//! - [`Sim`]: one sans-IO [`Conn`] in an emulated worker: input, timer and
+//!   writable events, each turn ended through the connection driver the
+//!   worker itself calls (`Host::end_turn`, `Host::handle_writable`: cork,
+//!   queue, backpressure, half-close, deadline), writing to a [`KernelSink`]
+//!   that takes only as many bytes per write as the fuzzer allows. The Sim
+//!   holds no end-of-turn logic of its own, only checks on what the driver
+//!   asked for.
 //! - [`Wire`]: everything the kernel took, checked incrementally as a client
 //!   would read it: the exact 101 response, then whole, valid, unmasked
 //!   server frames, nothing after a close frame.
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use wsedge::config::{Config, SlowConsumerPolicy};
-use wsedge::conn::{Conn, Env, Host, Phase, Settings};
+use wsedge::conn::{Conn, EndTurn, Env, Host, Phase, Settings, TurnResult};
 use wsedge::handshake::{accept_key, upgrade_response, Upgrade};
 use wsedge::stream::KernelSink;
 
@@ -90,10 +92,12 @@ pub struct Sim {
     pub host: Host,
     pub conn: Conn,
     pub kernel: KernelSink,
-    /// The worker half-closed the socket (`shutdown(Write)`).
+    /// The driver asked for the half-close (`shutdown(Write)`).
     pub shut: bool,
     /// The socket is writable (the last write was not cut short).
     pub writable: bool,
+    /// The deadline the driver returned at the end of the last turn.
+    pub deadline: u64,
 }
 
 impl Sim {
@@ -113,6 +117,7 @@ impl Sim {
             kernel: KernelSink { wire: Vec::new(), budget: 0 },
             shut: false,
             writable: true,
+            deadline: 0,
         }
     }
 
@@ -149,53 +154,46 @@ impl Sim {
         self.finish(budget);
     }
 
-    /// The socket became writable with room for `budget` bytes
-    /// (`worker::flush`).
+    /// The socket became writable with room for `budget` bytes; then the
+    /// turn ends (a worker's writable event with nothing to read).
     pub fn writable(&mut self, budget: usize) {
-        self.writable = true;
-        self.flush(budget);
-        self.after_turn();
+        self.kernel.budget = budget;
+        let done = self.drive(|host, conn, kernel| host.handle_writable(conn, kernel));
+        self.writable = done.writable;
+        self.finish(budget);
     }
 
-    /// `worker::finish`: write the cork (`Host::write_cork`, as the worker
-    /// does), backpressure, half-close.
+    /// The end of a turn through the driver, as the worker's `finish` (a
+    /// connection on the dirty list holds its queue only until the same
+    /// iteration's end; one connection alone has no bus to wait for).
     fn finish(&mut self, budget: usize) {
         self.kernel.budget = budget;
-        if !self.host.cork.is_empty() {
-            assert!(
-                !self.shut,
-                "output after the write side was shut down ({} bytes)",
-                self.host.cork.len()
-            );
-            let done = self.host.write_cork(&mut self.conn, &mut self.kernel, self.writable);
-            self.writable = done.writable;
+        let turn = EndTurn { writable: self.writable, hold_queue: false };
+        let done = self.drive(|host, conn, kernel| host.end_turn(conn, kernel, turn));
+        self.writable = done.writable;
+        assert!(!(done.half_close && self.shut), "a second half-close");
+        self.shut |= done.half_close;
+        assert_eq!(done.closed, self.conn.is_closed());
+        if !done.closed {
+            assert!(done.deadline > self.host.now, "deadline {} not after now", done.deadline);
         }
-        if self.conn.has_queued() && self.writable {
-            self.flush(budget);
-        }
-        self.after_turn();
+        self.deadline = done.deadline;
     }
 
-    /// `worker::flush`: write the queue while the socket is writable.
-    fn flush(&mut self, budget: usize) {
-        if !self.conn.has_queued() || !self.writable {
-            return;
-        }
-        assert!(!self.shut, "queued bytes after the write side was shut");
-        self.kernel.budget = budget;
-        let n = self.conn.write_queued(&mut self.kernel).expect("the kernel never fails");
-        if self.conn.has_queued() {
-            self.writable = false;
-        }
-        self.conn.handle_written(n, self.host.now, &self.host.settings);
-    }
-
-    fn after_turn(&mut self) {
-        self.conn.update_backpressure(&self.host.settings);
-        if self.conn.wants_shutdown() {
-            self.shut = true;
-            self.conn.shutdown_done();
-        }
+    /// Runs one driver call, checking that nothing is written after the
+    /// write side was shut down.
+    fn drive(
+        &mut self,
+        f: impl FnOnce(&mut Host, &mut Conn, &mut KernelSink) -> TurnResult,
+    ) -> TurnResult {
+        let (shut, before) = (self.shut, self.kernel.wire.len());
+        let done = f(&mut self.host, &mut self.conn, &mut self.kernel);
+        assert!(
+            !shut || self.kernel.wire.len() == before,
+            "{} bytes written after the write side was shut down",
+            self.kernel.wire.len() - before
+        );
+        done
     }
 
     /// Takes what reached the client so far.

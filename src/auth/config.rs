@@ -110,6 +110,9 @@ pub struct ApiKeyConfig {
     /// May use `POST /api/publish` (when auth is required).
     #[serde(default)]
     pub publish_api: bool,
+    /// May open the node dashboard (`/dashboard/ws`) when auth is required.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl fmt::Debug for ApiKeyConfig {
@@ -120,6 +123,7 @@ impl fmt::Debug for ApiKeyConfig {
             .field("subscribe", &self.subscribe)
             .field("publish", &self.publish)
             .field("publish_api", &self.publish_api)
+            .field("admin", &self.admin)
             .finish()
     }
 }

@@ -88,6 +88,8 @@ pub struct Identity {
     pub kind: IdentityKind,
     /// May use `POST /api/publish`.
     pub(super) publish_api: bool,
+    /// May open the node dashboard.
+    pub(super) admin: bool,
     /// `None` = may subscribe and publish anything.
     pub(super) perms: Option<Arc<Permissions>>,
 }
@@ -95,7 +97,13 @@ pub struct Identity {
 impl Identity {
     /// No credential, auth not required: may do anything.
     pub fn anonymous_all() -> Identity {
-        Identity { subject: None, kind: IdentityKind::Anonymous, publish_api: true, perms: None }
+        Identity {
+            subject: None,
+            kind: IdentityKind::Anonymous,
+            publish_api: true,
+            admin: true,
+            perms: None,
+        }
     }
 
     /// May this identity subscribe to `room`?
@@ -118,6 +126,12 @@ impl Identity {
     /// required: API keys with `publish_api = true` only. When not: always.
     pub fn can_use_publish_api(&self) -> bool {
         self.publish_api
+    }
+
+    /// May this identity open the node dashboard? When auth is required:
+    /// API keys with `admin = true` only. When not: always.
+    pub fn can_admin(&self) -> bool {
+        self.admin
     }
 }
 

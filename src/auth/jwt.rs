@@ -163,6 +163,9 @@ impl JwtVerifier {
             subject: subject.map(String::into_boxed_str),
             kind: IdentityKind::Jwt,
             publish_api,
+            // Tokens never open the dashboard when auth is required: that
+            // takes an API key with `admin = true`.
+            admin: publish_api,
             perms,
         })
     }

@@ -190,6 +190,7 @@ impl Authenticator {
                     subject: Some(subject.into_boxed_str()),
                     kind: IdentityKind::ApiKey,
                     publish_api: k.publish_api || !cfg.required,
+                    admin: k.admin || !cfg.required,
                     perms: Some(Arc::new(perms)),
                 },
             });
@@ -200,6 +201,7 @@ impl Authenticator {
                 subject: None,
                 kind: IdentityKind::Anonymous,
                 publish_api: false,
+                admin: false,
                 perms: Some(Arc::new(Permissions::resolve(
                     &cfg.anonymous_subscribe,
                     &cfg.anonymous_publish,

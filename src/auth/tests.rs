@@ -462,6 +462,7 @@ fn key_cfg() -> AuthConfig {
                 subscribe: vec![],
                 publish: vec!["*".into()],
                 publish_api: true,
+                admin: false,
             },
             ApiKeyConfig {
                 name: "thermo".into(),
@@ -469,6 +470,7 @@ fn key_cfg() -> AuthConfig {
                 subscribe: vec!["cmd:{sub}".into()],
                 publish: vec!["sensors:*".into()],
                 publish_api: false,
+                admin: false,
             },
         ],
         required: true,

@@ -230,6 +230,9 @@ fn main() -> ExitCode {
 
     let addr = server.local_addr();
     println!("wsedge listening on {addr} with {} workers", server.workers());
+    if config.demo.enabled && !config.routes.pubsub.is_empty() {
+        println!("  browser:  http://{addr}/  (demo chat; [demo] enabled = false in production)");
+    }
     if !config.routes.echo.is_empty() {
         println!("  echo:     ws://{addr}{}", config.routes.echo);
     }
@@ -247,6 +250,7 @@ fn main() -> ExitCode {
         println!(
             "  metrics:  http://{m}/metrics  health: http://{m}/healthz  ready: http://{m}/readyz"
         );
+        println!("  dashboard: http://{m}/dashboard  (live, one snapshot a second)");
     }
     println!(
         "  try:      python3 -c \"import websockets.sync.client as c; w=c.connect('ws://{addr}{}'); w.send('hi'); print(w.recv())\"",

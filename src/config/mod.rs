@@ -46,6 +46,8 @@ pub struct Config {
     pub write_queue: WriteQueueConfig,
     /// permessage-deflate.
     pub compression: CompressionConfig,
+    /// The demo chat page.
+    pub demo: DemoConfig,
 }
 
 /// `[compression]`: permessage-deflate (RFC 7692).
@@ -74,6 +76,20 @@ impl Default for CompressionConfig {
             client_max_window_bits: 12,
             context_takeover_connections: 1000,
         }
+    }
+}
+
+/// `[demo]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the demo chat at `GET /` on the main listener.
+    pub enabled: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig { enabled: true }
     }
 }
 

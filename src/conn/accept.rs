@@ -11,6 +11,7 @@ use super::{AppEvent, Conn, Env, Route, Settings, State};
 use crate::deflate;
 use crate::handshake::{self, Reject, Request};
 use crate::pubsub::protocol as proto;
+use crate::web;
 
 /// Plain HTTP routes answered by the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +51,19 @@ impl Conn {
                 return;
             }
         }
-        if self.admin_only {
-            return self.refuse(&Reject::new(404, "no such route"), env);
+        let admin_routes = self.admin_only || s.admin_on_main;
+        if req.method == "GET" {
+            let demo = s.demo && !self.admin_only;
+            if let Some(asset) = web::find(&req.path, demo, admin_routes) {
+                return self.serve_asset(asset, env);
+            }
         }
         let path = Some(&req.path);
-        let route = if path == s.echo_path.as_ref() {
+        let route = if admin_routes && req.path == web::DASHBOARD_WS {
+            Route::Dashboard
+        } else if self.admin_only {
+            return self.refuse(&Reject::new(404, "no such route"), env);
+        } else if path == s.echo_path.as_ref() {
             Route::Echo
         } else if path == s.pubsub_path.as_ref() {
             Route::PubSub
@@ -71,6 +80,10 @@ impl Conn {
             return self.refuse_auth(&reject, env);
         }
         match s.auth.authenticate(&req, &req.path, env.now_unix) {
+            Ok(identity) if route == Route::Dashboard && !identity.can_admin() => {
+                let reject = Reject::new(403, "the dashboard needs an API key with admin = true");
+                return self.refuse_auth(&reject, env);
+            }
             Ok(identity) => self.identity = Some(identity),
             Err(e) => return self.refuse_auth(&unauthorized(&e), env),
         }
@@ -87,7 +100,7 @@ impl Conn {
         self.route = Some(route);
         self.state = State::Open { last_ping: env.now };
         self.last_msg = env.now;
-        if route == Route::PubSub {
+        if route != Route::Echo {
             env.events.push(AppEvent::Opened(route));
         }
         // Bytes after the request head already belong to the WebSocket stream.
@@ -184,6 +197,21 @@ impl Conn {
         };
         self.pmd = Some(Box::new(Pmd::new(agreed, guard)));
         Ok(Some(agreed.response(bits)))
+    }
+
+    /// An embedded page or script (`crate::web`), then close.
+    fn serve_asset(&mut self, asset: &web::Asset, env: &mut Env) {
+        let headers = web::headers();
+        let response = if asset.path == "/" {
+            // The chat page learns the pub/sub path from the server.
+            let ws = env.settings.pubsub_path.as_deref().unwrap_or("");
+            let page = String::from_utf8_lossy(asset.body).replace("{{WS_PATH}}", ws);
+            handshake::http_response(200, asset.content_type, page.as_bytes(), &headers)
+        } else {
+            handshake::http_response(200, asset.content_type, asset.body, &headers)
+        };
+        env.cork.extend(&response);
+        self.linger(CloseCause::HttpServed, env);
     }
 
     fn refuse(&mut self, reject: &Reject, env: &mut Env) {

@@ -1,13 +1,12 @@
 //! What a worker lends its connections: the [`Host`] that owns the clock,
 //! the output cork, the pool of tungstenite contexts, the counters, the
 //! settings and the application events, and the [`Env`] a connection borrows
-//! from it for one turn. [`Host::write_cork`] ends a turn the way the worker
-//! does (write the cork, spill the rest into the connection's outbox). No
-//! protocol logic lives here.
+//! from it for one turn. How a turn ends (the cork, the queue, backpressure,
+//! the half-close) is `driver.rs`. No protocol logic lives here.
 
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use super::{AppEvent, Conn, Settings};
+use super::{AppEvent, Settings};
 use crate::metrics::Stats;
 use crate::outbox::Cork;
 
@@ -102,43 +101,6 @@ impl Host {
         }
     }
 
-    /// Ends a connection's turn the way a worker does: writes the cork to
-    /// `w` (the socket) unless output is already queued ahead of it or the
-    /// socket is not `writable`, moves what the kernel did not take into the
-    /// connection's outbox, and empties the cork. A write error closes the
-    /// connection. Does nothing when the cork is empty.
-    pub fn write_cork<W: std::io::Write + ?Sized>(
-        &mut self,
-        conn: &mut Conn,
-        w: &mut W,
-        writable: bool,
-    ) -> CorkWrite {
-        let mut done = CorkWrite { writable, resume_reading: false };
-        if self.cork.is_empty() {
-            return done;
-        }
-        // Behind a queue the cork waits its turn; only a write the kernel cut
-        // short means the socket is full (and a writable edge will come).
-        let attempted = !conn.has_queued() && writable;
-        let written = if attempted {
-            self.cork.write_to(w).unwrap_or_else(|_| {
-                conn.handle_io_error();
-                0
-            })
-        } else {
-            0
-        };
-        if written < self.cork.len() && !conn.is_closed() {
-            conn.queue_cork(&self.cork, written);
-            if attempted {
-                done.writable = false;
-            }
-        }
-        self.cork.clear();
-        done.resume_reading = conn.handle_written(written, self.now, &self.settings);
-        done
-    }
-
     /// Everything in the cork, as if the kernel took it all; the cork is
     /// emptied.
     pub fn take_output(&mut self) -> Vec<u8> {
@@ -147,18 +109,6 @@ impl Host {
         self.cork.clear();
         out
     }
-}
-
-/// What [`Host::write_cork`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CorkWrite {
-    /// The socket can still take more: nothing was left over, or nothing
-    /// was tried because a queue is ahead of the cork (the caller then
-    /// writes the queue, the cork now at its end).
-    pub writable: bool,
-    /// The connection's queue drained below half the high-water mark: the
-    /// worker must read from it again.
-    pub resume_reading: bool,
 }
 
 /// What a connection needs from its worker while it handles input or a timer.

@@ -29,20 +29,25 @@
 //! Files: this one holds the state machine ([`Conn`]: phases, timers, the
 //! close handshake, tungstenite decoding, rate limits, the write-queue
 //! policy); `settings.rs` the per-worker [`Settings`]; `host.rs` the
-//! [`Host`]/[`Env`] a worker lends and the context pool; `accept.rs` the
+//! [`Host`]/[`Env`] a worker lends and the context pool; `driver.rs` the
+//! end of a turn ([`Host::end_turn`]: cork, queue, backpressure, TLS
+//! records, half-close, next deadline), the one way every caller (worker,
+//! tests, fuzzers, benches) drives a connection's output; `accept.rs` the
 //! decisions on the HTTP request (route, Origin, auth, publish body);
 //! `frames.rs` frame scanning and the fast path; `tests.rs` the sans-IO tests.
 
 mod accept;
 mod close;
 mod compress;
+mod driver;
 mod frames;
 mod host;
 mod settings;
 
 pub use accept::HttpRoute;
 pub use close::{CloseCause, CloseRow};
-pub use host::{CorkWrite, CtxPool, Env, Host};
+pub use driver::{EndTurn, Transport, TurnResult};
+pub use host::{CtxPool, Env, Host};
 pub use settings::Settings;
 
 use bytes::Bytes;
@@ -112,6 +117,9 @@ pub enum Route {
     Echo,
     /// The pub/sub application protocol (messages go to the worker).
     PubSub,
+    /// The node dashboard's live feed (`/dashboard/ws`): the worker sends a
+    /// snapshot a second; what the browser sends is ignored.
+    Dashboard,
 }
 
 /// What a connection hands its worker to act on after its turn.
@@ -231,8 +239,9 @@ impl Conn {
     }
 
     /// True when the write side should be shut down now (everything flushed
-    /// in `Linger`). The worker calls [`Conn::shutdown_done`] after doing it.
-    pub fn wants_shutdown(&self) -> bool {
+    /// in `Linger`). The driver ([`Host::end_turn`]) then calls
+    /// [`Conn::shutdown_done`].
+    pub(crate) fn wants_shutdown(&self) -> bool {
         match self.state {
             State::Linger(l) => !l.shutdown_sent && !l.awaiting_app && self.outbox.is_empty(),
             _ => false,
@@ -249,9 +258,9 @@ impl Conn {
         }
     }
 
-    /// The worker half-closed the socket (or, when nothing more can come
-    /// from the peer, is about to close it).
-    pub fn shutdown_done(&mut self) {
+    /// The write side is being shut down (or, when nothing more can come
+    /// from the peer, the socket is about to be closed).
+    pub(crate) fn shutdown_done(&mut self) {
         if let State::Linger(l) = &mut self.state {
             l.shutdown_sent = true;
             if l.close_when_flushed {
@@ -262,7 +271,7 @@ impl Conn {
 
     /// True when the socket can be closed outright once flushed (the peer
     /// already finished its side of the close handshake).
-    pub fn close_when_flushed(&self) -> bool {
+    pub(crate) fn close_when_flushed(&self) -> bool {
         matches!(self.state, State::Linger(Linger { close_when_flushed: true, .. }))
     }
 
@@ -282,7 +291,7 @@ impl Conn {
     /// the bytes written (report them with [`Conn::handle_written`]).
     /// `WouldBlock` is not an error here: it ends the write.
     #[inline]
-    pub fn write_queued<W: std::io::Write + ?Sized>(
+    pub(crate) fn write_queued<W: std::io::Write + ?Sized>(
         &mut self,
         w: &mut W,
     ) -> std::io::Result<usize> {
@@ -292,7 +301,7 @@ impl Conn {
     /// Puts what `cork` holds after its first `skip` bytes at the end of the
     /// write queue (what the socket did not take this turn).
     #[inline]
-    pub fn queue_cork(&mut self, cork: &crate::outbox::Cork, skip: usize) {
+    pub(crate) fn queue_cork(&mut self, cork: &crate::outbox::Cork, skip: usize) {
         cork.spill_into(skip, &mut self.outbox);
     }
 
@@ -336,7 +345,7 @@ impl Conn {
     }
 
     /// `written` bytes of the outbox (or cork) reached the kernel.
-    pub fn handle_written(&mut self, written: usize, now: u64, settings: &Settings) -> bool {
+    pub(crate) fn handle_written(&mut self, written: usize, now: u64, settings: &Settings) -> bool {
         if written > 0 {
             self.last_write_progress = now;
         }
@@ -348,8 +357,8 @@ impl Conn {
         false
     }
 
-    /// After the worker wrote what it could: pause reading above high water.
-    pub fn update_backpressure(&mut self, settings: &Settings) {
+    /// After the driver wrote what it could: pause reading above high water.
+    pub(crate) fn update_backpressure(&mut self, settings: &Settings) {
         if self.outbox.len() > settings.high_water_bytes {
             self.read_paused = true;
         }
@@ -639,7 +648,7 @@ impl Conn {
                 self.send_data(op, payload, env);
             }
             Some(Route::PubSub) => env.events.push(AppEvent::Message(op, payload)),
-            None => {}
+            Some(Route::Dashboard) | None => {}
         }
     }
 
@@ -673,8 +682,9 @@ impl Conn {
     /// Queues a complete, already encoded frame (a fan-out delivery or a
     /// reply) behind everything else, applying the slow-consumer policy. A
     /// close frame this causes goes into `env.cork`, which the caller must
-    /// append to the outbox. Returns false if it was not queued.
-    pub fn enqueue(&mut self, frame: Bytes, env: &mut Env) -> bool {
+    /// append to the outbox ([`Host::enqueue`] does both). Returns false if it
+    /// was not queued.
+    pub(crate) fn enqueue(&mut self, frame: Bytes, env: &mut Env) -> bool {
         let frame = self.outgoing_frame(frame, env);
         if !self.admit(frame.len(), env) {
             return false;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub presence_max_members: usize,
     /// Serve /metrics, /healthz, /readyz on the main listener.
     pub admin_on_main: bool,
+    /// Serve the demo chat at `/` on the main listener.
+    pub demo: bool,
     /// Authentication, built once from `[auth]`.
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     /// Messages per second per connection (0 = off) and burst.
@@ -116,6 +118,7 @@ impl Settings {
                 .then_some(config.pubsub.max_subscribers_per_room),
             presence_max_members: config.pubsub.presence_max_members,
             admin_on_main: config.metrics.enabled && config.metrics.listen.is_empty(),
+            demo: config.demo.enabled,
             auth: std::sync::Arc::new(
                 crate::auth::Authenticator::new(&config.auth)
                     .expect("bug: the config is validated before settings are built"),

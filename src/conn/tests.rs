@@ -1,6 +1,8 @@
 //! Sans-IO tests of the connection state machine: bytes in, bytes out, no
 //! sockets, time as a parameter.
 
+use std::io;
+
 use super::frames::unmask_into;
 use super::*;
 use crate::config::Config;
@@ -362,13 +364,16 @@ fn overflowing_queue_closes_as_slow_consumer_or_drops() {
 fn backpressure_pauses_reading_above_high_water_and_resumes_below_half() {
     let mut h = Harness::new(|c| c.write_queue.high_water_bytes = 1000);
     let mut conn = h.open();
+    let mut kernel = Recorder::taking(0);
     conn.outbox.push(Bytes::from(vec![0u8; 1500]));
-    conn.update_backpressure(&h.settings);
+    let done = h.end_turn(&mut conn, &mut kernel, EndTurn { writable: true, hold_queue: false });
+    assert!(!done.writable, "the kernel took nothing");
     assert!(!conn.wants_read());
-    let mut sink = Vec::new();
-    let n = conn.outbox.write_to(&mut sink).unwrap();
-    assert!(conn.handle_written(n, 1, &h.settings), "resumes: caller must read again");
+    kernel.budget = usize::MAX;
+    let done = h.handle_writable(&mut conn, &mut kernel);
+    assert!(done.resume_reading, "resumes: caller must read again");
     assert!(conn.wants_read());
+    assert_eq!(kernel.wire.len(), 1500);
 }
 
 /// Frames split one byte at a time or delivered in one read give the same
@@ -498,4 +503,145 @@ fn unmasking_matches_the_rfc_definition_and_spots_non_ascii() {
             assert_eq!(ascii, plain.is_ascii(), "len {len}");
         }
     }
+}
+
+/// A socket stand-in for the driver: takes at most `budget` bytes, may hold
+/// TLS-like records back or fail, and logs the transport calls with how many
+/// bytes were on the wire at the time.
+#[derive(Default)]
+struct Recorder {
+    wire: Vec<u8>,
+    budget: usize,
+    /// `flush_records` reports records still waiting for the socket.
+    records_held: bool,
+    /// Every write fails (a reset connection).
+    broken: bool,
+    log: Vec<(&'static str, usize)>,
+}
+
+impl Recorder {
+    fn taking(budget: usize) -> Recorder {
+        Recorder { budget, ..Recorder::default() }
+    }
+}
+
+impl io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.broken {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        if self.budget == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.budget);
+        self.budget -= n;
+        self.wire.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Recorder {
+    fn flush_records(&mut self) -> io::Result<bool> {
+        Ok(!self.records_held)
+    }
+
+    fn close_notify(&mut self) {
+        self.log.push(("close_notify", self.wire.len()));
+    }
+}
+
+const TURN: EndTurn = EndTurn { writable: true, hold_queue: false };
+
+#[test]
+fn a_refusal_is_written_whole_then_close_notify_then_the_half_close() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = Conn::new(0, &h.settings);
+    conn.handle_input(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &mut h.env());
+    // The kernel takes only part of the 404 at first.
+    let mut kernel = Recorder::taking(10);
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(!done.writable && !done.half_close && !done.closed, "{done:?}");
+    assert!(kernel.log.is_empty(), "no close_notify before the response is out");
+    kernel.budget = usize::MAX;
+    let writable = h.handle_writable(&mut conn, &mut kernel).writable;
+    let done = h.end_turn(&mut conn, &mut kernel, EndTurn { writable, hold_queue: false });
+    assert!(done.half_close && !done.closed, "{done:?}");
+    assert!(kernel.wire.starts_with(b"HTTP/1.1 404 "));
+    assert_eq!(kernel.log, [("close_notify", kernel.wire.len())], "after the last byte");
+    // Once only; then the socket stays open until the client's EOF.
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(!done.half_close && !done.closed && done.deadline > h.now, "{done:?}");
+    assert_eq!(kernel.log.len(), 1);
+    conn.handle_eof();
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(done.closed && !done.half_close, "{done:?}");
+    assert_eq!(done.deadline, NEVER);
+}
+
+#[test]
+fn a_completed_close_handshake_closes_the_socket_without_a_half_close() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    conn.handle_input(&masked(true, 8, &1000u16.to_be_bytes()), &mut h.env());
+    let mut kernel = Recorder::taking(usize::MAX);
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(done.closed && !done.half_close, "{done:?}");
+    assert_eq!(close_code(&kernel.wire), Some(1000), "the close is echoed first");
+    assert_eq!(kernel.log, [("close_notify", kernel.wire.len())]);
+}
+
+/// The worker's dirty list: output the application queued this iteration
+/// (an ack) waits for the end of the iteration, and what the connection
+/// wrote in its own turn meanwhile stays behind it.
+#[test]
+fn a_held_queue_is_written_on_the_next_turn_with_the_cork_behind_it() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    let ack = Bytes::from(server_frame(1, b"ack"));
+    assert!(h.enqueue(&mut conn, ack));
+    conn.handle_input(&masked(true, 1, b"echo"), &mut h.env());
+    let mut kernel = Recorder::taking(usize::MAX);
+    let done = h.end_turn(&mut conn, &mut kernel, EndTurn { writable: true, hold_queue: true });
+    assert!(kernel.wire.is_empty(), "nothing before the held ack");
+    assert!(done.writable, "nothing was tried, so the socket is not full");
+    let done =
+        h.end_turn(&mut conn, &mut kernel, EndTurn { writable: done.writable, hold_queue: false });
+    let mut expected = server_frame(1, b"ack");
+    expected.extend(server_frame(1, b"echo"));
+    assert_eq!(kernel.wire, expected);
+    assert!(done.writable && !conn.has_queued());
+    assert_eq!(done.deadline, conn.deadline(&h.settings));
+}
+
+#[test]
+fn records_the_transport_holds_keep_the_socket_waiting_for_writable() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    conn.handle_input(&masked(true, 1, b"hi"), &mut h.env());
+    let mut kernel = Recorder { records_held: true, ..Recorder::taking(usize::MAX) };
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(!done.writable, "records wait: the next output queues");
+    conn.handle_input(&masked(true, 1, b"again"), &mut h.env());
+    let _ = h.end_turn(&mut conn, &mut kernel, EndTurn { writable: false, hold_queue: false });
+    assert_eq!(kernel.wire, server_frame(1, b"hi"));
+    assert!(conn.has_queued());
+    kernel.records_held = false;
+    let done = h.handle_writable(&mut conn, &mut kernel);
+    assert!(done.writable && !conn.has_queued());
+    assert!(kernel.wire.ends_with(&server_frame(1, b"again")));
+}
+
+#[test]
+fn a_write_error_drops_the_connection() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = h.open();
+    conn.handle_input(&masked(true, 1, b"hi"), &mut h.env());
+    let mut kernel = Recorder { broken: true, ..Recorder::taking(usize::MAX) };
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(done.closed, "{done:?}");
+    assert_eq!(conn.close_reason(), Some(CloseCause::IoError));
 }

@@ -15,10 +15,12 @@ use log::{info, warn};
 use crate::conn::{AppEvent, HttpRoute, Route};
 use crate::handshake::http_response;
 use crate::id::ConnId;
-use crate::metrics::{render_prometheus, ProcessInfo, Stats};
+use crate::metrics::{dashboard_json, render_prometheus, ProcessInfo, Stats};
 use crate::pubsub::broker::{BrokerEvent, Deliver};
+use crate::pubsub::protocol as proto;
 use crate::pubsub::Payload;
 use crate::timer::take_expired;
+use tungstenite::protocol::frame::coding::Data as OpData;
 
 use super::slot::Core;
 use super::{Control, Worker, QUERY_TIMEOUT_MS};
@@ -44,8 +46,20 @@ impl Deliver for Core {
     }
 }
 
+/// Who asked for a stats gathering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatsFor {
+    /// `GET /metrics` on this connection.
+    Http(ConnId),
+    /// The dashboard feeds on this worker.
+    Dashboard,
+}
+
+/// How often the dashboard gets a snapshot.
+const DASHBOARD_EVERY_MS: u64 = 1000;
+
 pub(super) struct PendingMetrics {
-    origin: ConnId,
+    origin: StatsFor,
     remaining: usize,
     stats: Vec<Stats>,
     deadline_ms: u64,
@@ -96,7 +110,15 @@ impl Worker {
                     self.broker.handle_open(id, &mut self.core);
                 }
             }
-            AppEvent::Opened(_) => {}
+            AppEvent::Opened(Route::Dashboard) => {
+                if let Some(id) = id {
+                    self.dashboards.push(id);
+                    // The first snapshot goes out now, not in a second.
+                    self.next_dashboard_ms = self.core.host.now_ms;
+                    self.dashboard_tick();
+                }
+            }
+            AppEvent::Opened(Route::Echo) => {}
             AppEvent::Http(route) => {
                 if let Some(id) = id {
                     self.http_route(key, id, route);
@@ -121,30 +143,50 @@ impl Worker {
                 http_response(503, text, b"shutting down\n", &[])
             }
             HttpRoute::Ready => http_response(200, text, b"ready\n", &[]),
-            HttpRoute::Metrics => {
-                let mut pending = PendingMetrics {
-                    origin: id,
-                    remaining: self.peers.len() - 1,
-                    stats: Vec::new(),
-                    deadline_ms: self.core.host.now_ms + QUERY_TIMEOUT_MS,
-                };
-                pending.stats.resize(self.peers.len(), Stats::default());
-                pending.stats[self.index] = self.snapshot();
-                if pending.remaining == 0 {
-                    return self.answer_metrics(pending);
-                }
-                self.next_query += 1;
-                let (query, origin_worker) = (self.next_query, self.index);
-                for (w, out) in self.outgoing.iter_mut().enumerate() {
-                    if w != origin_worker {
-                        out.push(Control::StatsQuery { query, origin_worker });
-                    }
-                }
-                self.metrics_queries.insert(query, pending);
-                return;
-            }
+            HttpRoute::Metrics => return self.gather_stats(StatsFor::Http(id)),
         };
         self.respond(key, response);
+    }
+
+    /// Asks every other worker for its stats; `answer_metrics` runs once all
+    /// answered or the query expired.
+    fn gather_stats(&mut self, origin: StatsFor) {
+        let mut pending = PendingMetrics {
+            origin,
+            remaining: self.peers.len() - 1,
+            stats: Vec::new(),
+            deadline_ms: self.core.host.now_ms + QUERY_TIMEOUT_MS,
+        };
+        pending.stats.resize(self.peers.len(), Stats::default());
+        pending.stats[self.index] = self.snapshot();
+        if pending.remaining == 0 {
+            return self.answer_metrics(pending);
+        }
+        self.next_query += 1;
+        let (query, origin_worker) = (self.next_query, self.index);
+        for (w, out) in self.outgoing.iter_mut().enumerate() {
+            if w != origin_worker {
+                out.push(Control::StatsQuery { query, origin_worker });
+            }
+        }
+        self.metrics_queries.insert(query, pending);
+    }
+
+    /// Starts a dashboard snapshot when one is due, there is a feed to send
+    /// it to, and the previous one is not still being gathered.
+    pub(super) fn dashboard_tick(&mut self) {
+        let now_ms = self.core.host.now_ms;
+        if self.dashboards.is_empty() || now_ms < self.next_dashboard_ms {
+            return;
+        }
+        let core = &self.core;
+        self.dashboards.retain(|&id| core.key_of(id).is_some());
+        let busy = self.metrics_queries.values().any(|p| p.origin == StatsFor::Dashboard);
+        if self.dashboards.is_empty() || busy {
+            return;
+        }
+        self.next_dashboard_ms = now_ms + DASHBOARD_EVERY_MS;
+        self.gather_stats(StatsFor::Dashboard);
     }
 
     fn respond(&mut self, key: usize, response: Vec<u8>) {
@@ -156,8 +198,21 @@ impl Worker {
     /// Answers a metrics request with what arrived. Workers that did not
     /// answer in time are left out and named in the log.
     fn answer_metrics(&mut self, p: PendingMetrics) {
-        let Some(key) = self.core.key_of(p.origin) else { return };
         let process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
+        let id = match p.origin {
+            StatsFor::Http(id) => id,
+            StatsFor::Dashboard => {
+                let json = dashboard_json(&p.stats, &process, unix_ms());
+                let frame = proto::frame(OpData::Text, json.as_bytes());
+                for i in 0..self.dashboards.len() {
+                    if let Some(key) = self.core.key_of(self.dashboards[i]) {
+                        self.core.queue(key, frame.clone());
+                    }
+                }
+                return;
+            }
+        };
+        let Some(key) = self.core.key_of(id) else { return };
         let body = render_prometheus(&p.stats, &process);
         let response = http_response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
         self.respond(key, response);
@@ -193,4 +248,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (the dashboard's time axis).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -46,6 +46,7 @@ use crate::pubsub::BusMsg;
 use crate::timer::TimerWheel;
 
 use self::app::PendingMetrics;
+pub use self::slot::Slot;
 use self::slot::{Core, ListenerKind};
 
 /// Milliseconds per timer-wheel tick.
@@ -119,9 +120,9 @@ pub enum Control {
 }
 
 /// Bytes of one connection slot in a worker's slab (`benches/scale.rs`
-/// checks its simulated slot against it).
+/// checks its `Slot<RawFd>` against it).
 pub fn slot_size() -> usize {
-    std::mem::size_of::<slot::Slot>()
+    std::mem::size_of::<Slot>()
 }
 
 /// What a worker shares with the rest of the process.
@@ -219,6 +220,10 @@ pub struct Worker {
     metrics_queries: HashMap<u64, PendingMetrics>,
     /// Metrics queries answered without every worker's reply.
     metrics_timeouts: u64,
+    /// Dashboard feeds (`/dashboard/ws`) on this worker, and when the next
+    /// snapshot is due.
+    dashboards: Vec<crate::id::ConnId>,
+    next_dashboard_ms: u64,
     next_query: u64,
     admin: Option<TcpListener>,
     tls_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
@@ -308,6 +313,8 @@ impl Worker {
             outgoing: (0..workers).map(|_| Vec::new()).collect(),
             metrics_queries: HashMap::new(),
             metrics_timeouts: 0,
+            dashboards: Vec::new(),
+            next_dashboard_ms: 0,
             next_query: 0,
             admin,
             tls_listener,
@@ -381,6 +388,7 @@ impl Worker {
                     self.accept_admin();
                 }
                 self.expire_queries();
+                self.dashboard_tick();
             }
             // Other workers first: a subscription announced to an owner must
             // be in its channel before the subscriber can see its ack.

@@ -1,8 +1,15 @@
 //! Connection slots and socket I/O for one [`Worker`]: the [`Slot`] per
 //! connection, its writer ([`Sink`], plain or TLS), accepting from the
 //! listeners, readiness events, reading (plain and TLS) with the per-turn
-//! cap, flushing, finishing a turn (backpressure, half-close, timers),
-//! removal, and holding pub/sub clients back while the bus is over budget.
+//! cap, finishing a turn, removal, and holding pub/sub clients back while the
+//! bus is over budget.
+//!
+//! What a turn's end writes, and in which order (cork, queue, backpressure,
+//! TLS records, close_notify, half-close, next deadline), is decided by the
+//! connection driver ([`Host::end_turn`], `conn/driver.rs`), the same one
+//! tests, fuzzers and benches call; this file makes the syscalls its
+//! [`TurnResult`](crate::conn::TurnResult) asks for (`shutdown(Write)`,
+//! dropping the socket, the timer wheel).
 //!
 //! This is the only code that touches connection sockets. It must not decide
 //! anything at the application layer (rooms, routes, metrics): what the
@@ -20,10 +27,10 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use crate::conn::{Conn, Host, Route, NEVER};
+use crate::conn::{Conn, EndTurn, Host, Route, Transport, NEVER};
 use crate::id::{ConnId, MAX_KEY};
 use crate::metrics::CloseCause;
-use crate::timer::TimerId;
+use crate::timer::{TimerId, TimerWheel};
 use crate::tls::{looks_like_plain_http, TlsIo, TlsRead};
 
 use super::{Worker, READ_CHUNK};
@@ -46,8 +53,12 @@ fn token_of(id: ConnId) -> Token {
     Token(id.local() as usize)
 }
 
-pub(super) struct Slot {
-    pub(super) sock: TcpStream,
+/// One accepted connection as a worker holds it in its slab: the socket
+/// (`S`: a `mio` `TcpStream` in the worker; `benches/scale.rs` builds a
+/// million of these with a raw descriptor number in its place, same size),
+/// the connection, its timer and the worker's per-socket flags.
+pub struct Slot<S = TcpStream> {
+    pub(super) sock: S,
     pub(super) conn: Conn,
     pub(super) peer: SocketAddr,
     pub(super) timer: Option<TimerId>,
@@ -65,7 +76,21 @@ pub(super) struct Slot {
     pub(super) read_closed: bool,
 }
 
+/// `MSG_NOSIGNAL` where it exists: a write to a reset connection returns
+/// `EPIPE` rather than raising SIGPIPE, whatever the embedding program does
+/// with that signal (std's `write` on a TcpStream passes it too).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
 /// A connection's writer: the socket, or TLS over it.
+///
+/// Plain sockets write one slice with `send` (std's `write`) and several
+/// with `sendmsg` (not `writev`): both enter the socket layer directly,
+/// where `writev` goes through the VFS (`fdget_pos`, `vfs_writev`,
+/// `sock_write_iter`), about 8% of a fan-out profile to many small rooms
+/// (BENCHMARKS.md, issue 12).
 enum Sink<'a> {
     Plain(&'a mut TcpStream),
     Tls(TlsIo<'a, TcpStream>),
@@ -91,7 +116,9 @@ impl Write for Sink<'_> {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Sink::Plain(s) => s.write_vectored(bufs),
+            Sink::Plain(s) => {
+                socket2::SockRef::from(&**s).send_vectored_with_flags(bufs, SEND_FLAGS)
+            }
             Sink::Tls(t) => t.write_vectored(bufs),
         }
     }
@@ -104,12 +131,85 @@ impl Write for Sink<'_> {
     }
 }
 
-impl Slot {
-    /// Pushes out TLS records rustls holds; false if the socket is full.
-    fn flush_tls(&mut self) -> io::Result<bool> {
-        match self.tls.as_deref_mut() {
-            Some(tls) => TlsIo { tls, sock: &mut self.sock }.flush_records(),
-            None => Ok(true),
+impl Transport for Sink<'_> {
+    #[inline]
+    fn flush_records(&mut self) -> io::Result<bool> {
+        match self {
+            Sink::Plain(_) => Ok(true),
+            Sink::Tls(t) => t.flush_records(),
+        }
+    }
+
+    fn close_notify(&mut self) {
+        if let Sink::Tls(t) = self {
+            t.close_notify();
+        }
+    }
+}
+
+impl<S> Slot<S> {
+    /// A freshly accepted connection `id` from `peer`, writable, with no
+    /// timer armed yet ([`Slot::arm`]).
+    pub fn new(
+        sock: S,
+        conn: Conn,
+        peer: SocketAddr,
+        id: ConnId,
+        tls: Option<Box<rustls::ServerConnection>>,
+    ) -> Slot<S> {
+        Slot {
+            sock,
+            conn,
+            peer,
+            timer: None,
+            timer_at: NEVER,
+            writable: true,
+            dirty: false,
+            id,
+            tls,
+            tls_sniffed: false,
+            ip_counted: false,
+            read_closed: false,
+        }
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The connection, to feed it input or a timer.
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// Puts the slot on the dirty list (its turn ends once more at the end
+    /// of the iteration); true the first time in an iteration, when the
+    /// caller must push its key on the list.
+    #[inline]
+    pub fn mark_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// The timer fired: the wheel dropped its entry.
+    #[inline]
+    pub fn timer_fired(&mut self) {
+        self.timer = None;
+        self.timer_at = NEVER;
+    }
+
+    /// Keeps the slot's timer (value `key`) due no later than `deadline`
+    /// (a [`TurnResult`](crate::conn::TurnResult)'s). A timer already due
+    /// earlier stays: it fires, the connection finds nothing to do, and is
+    /// re-armed then (moving timers later on every turn would cost more).
+    #[inline]
+    pub fn arm(&mut self, wheel: &mut TimerWheel<usize>, key: usize, deadline: u64) {
+        if deadline < self.timer_at {
+            match self.timer {
+                Some(id) if wheel.reschedule(id, deadline) => {}
+                _ => self.timer = Some(wheel.insert(deadline, key)),
+            }
+            self.timer_at = deadline;
         }
     }
 }
@@ -138,22 +238,17 @@ impl Core {
         let Some(slot) = self.conns.get_mut(key) else {
             return false;
         };
-        let mut env = self.host.env();
-        let queued = slot.conn.enqueue(frame, &mut env);
-        if !self.host.cork.is_empty() {
-            // A slow-consumer close frame: it goes behind the queue.
-            slot.conn.queue_cork(&self.host.cork, 0);
-            self.host.cork.clear();
+        let queued = self.host.enqueue(&mut slot.conn, frame);
+        if slot.mark_dirty() {
+            self.dirty.push(key);
         }
-        self.mark_dirty(key);
         queued
     }
 
     /// Flush `key` at the end of this poll iteration (once).
     pub(super) fn mark_dirty(&mut self, key: usize) {
         if let Some(slot) = self.conns.get_mut(key) {
-            if !slot.dirty {
-                slot.dirty = true;
+            if slot.mark_dirty() {
                 self.dirty.push(key);
             }
         }
@@ -267,21 +362,7 @@ impl Worker {
         }
         let conn = Conn::accepted(self.core.host.now, &self.core.host.settings, admin);
         let deadline = conn.deadline(&self.core.host.settings);
-        let timer = self.wheel.insert(deadline, key);
-        entry.insert(Slot {
-            sock,
-            conn,
-            peer,
-            timer: Some(timer),
-            timer_at: deadline,
-            writable: true,
-            dirty: false,
-            id,
-            tls,
-            tls_sniffed: false,
-            ip_counted: false,
-            read_closed: false,
-        });
+        entry.insert(Slot::new(sock, conn, peer, id, tls)).arm(&mut self.wheel, key, deadline);
         self.core.host.stats.accepted += 1;
         self.core.host.stats.open += 1;
         if let Some(limiter) = self.core.host.settings.ip_limiter.clone() {
@@ -316,14 +397,12 @@ impl Worker {
             slot.read_closed = true;
         }
         if event.is_writable() {
-            slot.writable = true;
-            if slot.tls.is_some() {
-                match slot.flush_tls() {
-                    Ok(done) => slot.writable = done,
-                    Err(_) => slot.conn.handle_io_error(),
-                }
+            let w = &mut sink(&mut slot.tls, &mut slot.sock);
+            let done = self.core.host.handle_writable(&mut slot.conn, w);
+            slot.writable = done.writable;
+            if done.resume_reading {
+                self.ready.push(key);
             }
-            self.flush(key);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.read_conn(key);
@@ -342,25 +421,6 @@ impl Worker {
                 self.app_event(key, id, event);
             }
             self.core.host.events = events;
-        }
-    }
-
-    /// Writes queued output; resumes reading when the queue drained enough.
-    fn flush(&mut self, key: usize) {
-        let slot = &mut self.core.conns[key];
-        if !slot.conn.has_queued() || !slot.writable {
-            return;
-        }
-        match slot.conn.write_queued(&mut sink(&mut slot.tls, &mut slot.sock)) {
-            Ok(n) => {
-                if slot.conn.has_queued() {
-                    slot.writable = false;
-                }
-                if slot.conn.handle_written(n, self.core.host.now, &self.core.host.settings) {
-                    self.ready.push(key);
-                }
-            }
-            Err(_) => slot.conn.handle_io_error(),
         }
     }
 
@@ -459,69 +519,37 @@ impl Worker {
         let Some(slot) = core.conns.get_mut(key) else {
             return;
         };
-        slot.timer = None;
-        slot.timer_at = NEVER;
+        slot.timer_fired();
         let mut env = core.host.env();
         slot.conn.handle_timer(&mut env);
         self.finish(key);
     }
 
-    /// Ends a connection's turn: write its output, apply backpressure,
-    /// half-close or drop it, and keep its timer right.
+    /// Ends a connection's turn through the driver ([`Host::end_turn`]) and
+    /// makes the syscalls it asks for: half-close, drop, timer. A dirty
+    /// connection's queue waits for `flush_dirty` (see [`EndTurn`]).
     pub(super) fn finish(&mut self, key: usize) {
         let core = &mut self.core;
         let Some(slot) = core.conns.get_mut(key) else {
             core.host.cork.clear();
             return;
         };
-        if !core.host.cork.is_empty() {
-            let mut w = sink(&mut slot.tls, &mut slot.sock);
-            let done = core.host.write_cork(&mut slot.conn, &mut w, slot.writable);
-            slot.writable = done.writable;
-            if done.resume_reading {
-                self.ready.push(key);
-            }
+        let turn = EndTurn { writable: slot.writable, hold_queue: slot.dirty };
+        let done =
+            core.host.end_turn(&mut slot.conn, &mut sink(&mut slot.tls, &mut slot.sock), turn);
+        slot.writable = done.writable;
+        if done.resume_reading {
+            self.ready.push(key);
         }
-        // What was queued before (the cork's spill, earlier output) goes now
-        // if the socket can take it; but not while the connection is dirty:
-        // application output queued this iteration (an ack) is written by
-        // flush_dirty, after send_outgoing, so no client sees an ack before
-        // the bus message it acknowledges is on its way.
-        let slot = &self.core.conns[key];
-        if !slot.dirty && slot.conn.has_queued() && slot.writable {
-            self.flush(key);
+        if done.half_close {
+            // Then drain until EOF so the client reads all.
+            let _ = slot.sock.shutdown(Shutdown::Write);
         }
-        let core = &mut self.core;
-        let slot = &mut core.conns[key];
-        slot.conn.update_backpressure(&core.host.settings);
-        if slot.tls.is_some() && slot.writable {
-            match slot.flush_tls() {
-                Ok(done) => slot.writable = done,
-                Err(_) => slot.conn.handle_io_error(),
-            }
-        }
-        if slot.conn.wants_shutdown() {
-            if let Some(tls) = slot.tls.as_deref_mut() {
-                TlsIo { tls, sock: &mut slot.sock }.close_notify();
-            }
-            if !slot.conn.close_when_flushed() {
-                // Half-close, then drain until EOF so the client reads all.
-                let _ = slot.sock.shutdown(Shutdown::Write);
-            }
-            slot.conn.shutdown_done();
-        }
-        if slot.conn.is_closed() {
+        if done.closed {
             self.remove(key);
             return;
         }
-        let want = slot.conn.deadline(&core.host.settings).max(core.host.now + 1);
-        if want < slot.timer_at {
-            match slot.timer {
-                Some(id) if self.wheel.reschedule(id, want) => {}
-                _ => slot.timer = Some(self.wheel.insert(want, key)),
-            }
-            slot.timer_at = want;
-        }
+        slot.arm(&mut self.wheel, key, done.deadline);
     }
 
     fn remove(&mut self, key: usize) {

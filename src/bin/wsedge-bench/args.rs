@@ -12,6 +12,7 @@ use std::fmt;
 use lexopt::prelude::*;
 
 use crate::config::{Config, ServeCfg};
+use crate::pubsub::PubsubCfg;
 
 /// A mode: the first word of the command line.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -20,7 +21,9 @@ pub enum Cmd {
     Connect,
     Idle,
     TcpEcho,
+    Pubsub,
     Serve,
+    ServeFanout,
 }
 
 /// How an option that is not given gets its value.
@@ -139,6 +142,32 @@ const IDLE_OPTS: &[Opt] = &[
     THREADS,
 ];
 
+const PUBSUB_OPTS: &[Opt] = &[
+    val(
+        "url",
+        "URL",
+        Default::Required,
+        "ws://HOST:PORT/PATH (wsedge's /ws protocol) or tcp://HOST:PORT (serve-tcp-fanout); HOST in 127.0.0.0/8",
+    ),
+    val("subs", "N", Default::Value("1000"), "subscribers (one connection each)"),
+    val("rooms", "R", Default::Value("1"), "rooms; subscriber i joins room i mod R"),
+    val("pubs", "P", Default::Value("1"), "publishers (connections of their own, not subscribed)"),
+    val("size", "S", Default::Value("64"), "payload bytes; JSON: at least 16, binary/tcp: at least 8"),
+    val("rate", "X", Default::Value("0"), "publishes per second in all; 0 = as fast as the windows allow"),
+    val("window", "W", Default::Value("64"), "unacked publishes per publisher, at most (JSON, tcp)"),
+    val("owed", "D", Default::Computed("max(16*N, 65536)"), "deliveries owed (published x room audience, less received), at most"),
+    val("secs", "T", Default::Value("5"), "measured seconds; at most 600"),
+    WARMUP,
+    switch("binary", "binary publishes and deliveries (subscribe stays JSON)"),
+    THREADS,
+    val("sources", "M", Default::Computed("ceil((N+P)/20000)+1"), SOURCES_OR_KERNEL),
+];
+
+const SERVE_FANOUT_OPTS: &[Opt] = &[
+    val("listen", "ADDR", Default::Required, "127.0.0.1:PORT to listen on"),
+    val("secs", "T", Default::Value("600"), "run time, seconds; at most 600"),
+];
+
 const SERVE_OPTS: &[Opt] = &[
     val("listen", "ADDR", Default::Required, "127.0.0.1:PORT to listen on"),
     val("secs", "T", Default::Value("600"), "run time, seconds; at most 600"),
@@ -146,7 +175,15 @@ const SERVE_OPTS: &[Opt] = &[
 
 impl Cmd {
     /// Every mode, in the order the help lists them.
-    const ALL: [Cmd; 5] = [Cmd::Echo, Cmd::Connect, Cmd::Idle, Cmd::TcpEcho, Cmd::Serve];
+    const ALL: [Cmd; 7] = [
+        Cmd::Echo,
+        Cmd::Connect,
+        Cmd::Idle,
+        Cmd::TcpEcho,
+        Cmd::Pubsub,
+        Cmd::Serve,
+        Cmd::ServeFanout,
+    ];
 
     /// The word on the command line.
     pub fn name(self) -> &'static str {
@@ -155,7 +192,9 @@ impl Cmd {
             Cmd::Connect => "connect",
             Cmd::Idle => "idle",
             Cmd::TcpEcho => "tcp-echo",
+            Cmd::Pubsub => "pubsub",
             Cmd::Serve => "serve-tcp-echo",
+            Cmd::ServeFanout => "serve-tcp-fanout",
         }
     }
 
@@ -169,7 +208,9 @@ impl Cmd {
             Cmd::Connect => CONNECT_OPTS,
             Cmd::Idle => IDLE_OPTS,
             Cmd::TcpEcho => TCP_ECHO_OPTS,
+            Cmd::Pubsub => PUBSUB_OPTS,
             Cmd::Serve => SERVE_OPTS,
+            Cmd::ServeFanout => SERVE_FANOUT_OPTS,
         }
     }
 
@@ -201,7 +242,24 @@ establishment deadline becomes 300 s)."
                 "Like echo over raw TCP: S-byte records (timestamp in the first 8 bytes)
 that the server echoes back. The ceiling measurement."
             }
+            Cmd::Pubsub => {
+                "N subscribers spread over R rooms (each waits for its subscribe ack), then P
+publishers publish S-byte payloads round-robin over the rooms, at --rate or
+as fast as two windows allow: --window unacked publishes per publisher and
+--owed deliveries owed in all. Payloads carry the publish time (at a fixed
+rate: the scheduled time, so queueing delays count). Reports deliveries/s,
+publishes/s, publish->delivery latency percentiles, and per-room accounting
+from the delivery seq (\"offset\" also read): missing, duplicated, out of
+order. After the window, publishing stops and the run waits (at most 5 s)
+for every delivery owed. Prints a SUMMARY line before the JSON line."
+            }
             Cmd::Serve => "Single-threaded raw TCP echo server (the ceiling server).",
+            Cmd::ServeFanout => {
+                "Single-threaded raw TCP fan-out server (the pub/sub ceiling): per publish,
+writes one pre-framed message (2-byte head, u64 seq, payload: 74 bytes for a
+64-byte payload) to every subscriber socket of the room, one write each.
+Drive it with `pubsub --url tcp://...`."
+            }
         }
     }
 
@@ -305,8 +363,12 @@ pub enum Command {
     Help(String),
     /// Run a client mode (echo, connect, idle, tcp-echo).
     Client(Config),
+    /// Run pubsub.
+    Pubsub(PubsubCfg),
     /// Run serve-tcp-echo.
     Serve(ServeCfg),
+    /// Run serve-tcp-fanout.
+    ServeFanout(ServeCfg),
 }
 
 /// A command line that cannot run: the message, and the mode it was for.
@@ -471,6 +533,8 @@ where
     let bad = |msg: String| ArgError::new(Some(cmd), msg);
     match cmd {
         Cmd::Serve => ServeCfg::from_given(&given).map(Command::Serve).map_err(bad),
+        Cmd::ServeFanout => ServeCfg::from_given(&given).map(Command::ServeFanout).map_err(bad),
+        Cmd::Pubsub => PubsubCfg::from_given(&given).map(Command::Pubsub).map_err(bad),
         _ => Config::from_given(&given).map(Command::Client).map_err(bad),
     }
 }
@@ -636,6 +700,34 @@ mod tests {
         let h = help_of(&["echo", "--help"]);
         assert!(h.contains("--inflight P") && h.contains("[16]"), "{h}");
         assert!(h.contains("--url URL") && h.contains("(required)"), "{h}");
+    }
+
+    #[test]
+    fn pubsub_defaults_and_refusals() {
+        let p = |v: &[&str]| match run(v) {
+            Ok(Command::Pubsub(c)) => Ok(c),
+            Ok(other) => panic!("{v:?}: {other:?}"),
+            Err(e) => Err(e.msg),
+        };
+        let c = p(&["pubsub", "--url", "ws://127.0.0.1:1/ws"]).expect("valid");
+        assert_eq!((c.subs, c.rooms, c.pubs, c.size, c.window), (1000, 1, 1, 64, 64));
+        assert_eq!((c.owed, c.rate, c.secs, c.sources), (65_536, 0.0, 5.0, 2));
+        assert_eq!(c.dialect, crate::pubsub::Dialect::Json);
+        let c = p(&["pubsub", "--url", "tcp://127.0.0.1:1", "--subs", "10000"]).expect("valid");
+        assert_eq!((c.dialect, c.owed), (crate::pubsub::Dialect::Tcp, 160_000));
+        let url = "ws://127.0.0.1:1/ws";
+        assert!(p(&["pubsub", "--url", url, "--subs", "5", "--rooms", "6"]).is_err());
+        assert!(p(&["pubsub", "--url", "tcp://127.0.0.1:1", "--binary"]).is_err());
+        assert!(p(&["pubsub", "--url", url, "--size", "8"]).expect_err("json").contains("16"));
+        assert!(p(&["pubsub", "--url", url, "--size", "8", "--binary"]).is_ok());
+        assert!(p(&["pubsub", "--url", url, "--rate", "-1"]).is_err());
+        assert!(p(&["pubsub", "--url", "ws://10.0.0.1:1/ws"])
+            .expect_err("far")
+            .contains("loopback"));
+        match run(&["serve-tcp-fanout", "--listen", "127.0.0.1:9"]) {
+            Ok(Command::ServeFanout(s)) => assert_eq!(s.listen.port(), 9),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

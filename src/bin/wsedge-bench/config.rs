@@ -27,7 +27,7 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
     Ok(v)
 }
 
-fn check_secs(name: &str, v: f64, allow_zero: bool) -> Result<f64, String> {
+pub fn check_secs(name: &str, v: f64, allow_zero: bool) -> Result<f64, String> {
     if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > MAX_SECS {
         let lo = if allow_zero { "0" } else { "more than 0" };
         return Err(format!("--{name} must be {lo} and at most {MAX_SECS} (got {v})"));
@@ -90,7 +90,9 @@ impl Config {
             Cmd::TcpEcho => Mode::TcpEcho,
             Cmd::Connect => Mode::Connect,
             Cmd::Idle => Mode::Idle,
-            Cmd::Serve => return Err("serve-tcp-echo is not a client mode".to_string()),
+            Cmd::Serve | Cmd::ServeFanout | Cmd::Pubsub => {
+                return Err(format!("{} is not handled here", a.cmd.name()))
+            }
         };
         let url = a.required("url")?;
         let scheme = if mode == Mode::TcpEcho { "tcp" } else { "ws" };

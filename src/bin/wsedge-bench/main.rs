@@ -22,7 +22,9 @@
 //! - [`wire`]: keys, masked frames, frame heads, timestamps (pure).
 //! - [`stats`]: counters, error kinds, latency histograms;
 //!   [`report`]: the human summary and the one-line JSON.
-//! - [`serve`]: serve-tcp-echo, the raw TCP ceiling server.
+//! - [`pubsub`]: the pub/sub mode (its own loop, wire dialects, accounting).
+//! - [`serve`]: serve-tcp-echo, the raw TCP ceiling server;
+//!   [`serve_fanout`]: serve-tcp-fanout, the raw TCP fan-out ceiling.
 //! - [`net`], [`sys`]: sockets and OS calls (all the `unsafe` lives there).
 
 // Every `unsafe` block says why it is sound.
@@ -33,9 +35,11 @@ mod client;
 mod config;
 mod driver;
 mod net;
+mod pubsub;
 mod recv;
 mod report;
 mod serve;
+mod serve_fanout;
 mod stats;
 mod sys;
 mod target;
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Serve(cfg)) => serve::serve_tcp_echo(&cfg),
+        Ok(Command::ServeFanout(cfg)) => serve_fanout::serve_tcp_fanout(&cfg),
+        Ok(Command::Pubsub(cfg)) => pubsub::run_pubsub(cfg),
         Ok(Command::Client(cfg)) => driver::run_client(Arc::new(cfg)),
         Err(e) => {
             eprintln!("wsedge-bench: {e}\n({})", e.hint());

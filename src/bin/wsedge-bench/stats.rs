@@ -33,10 +33,12 @@ pub enum ErrKind {
     BadPayload,
     CloseTimeout,
     Io,
+    /// The server answered a request with an error (pub/sub).
+    ServerError,
 }
 
 /// Number of [`ErrKind`]s.
-pub const NKINDS: usize = 13;
+pub const NKINDS: usize = 14;
 
 impl ErrKind {
     /// Every kind, in report order.
@@ -54,6 +56,7 @@ impl ErrKind {
         ErrKind::BadPayload,
         ErrKind::CloseTimeout,
         ErrKind::Io,
+        ErrKind::ServerError,
     ];
 
     /// The kind's name in the summary and the JSON.
@@ -72,6 +75,7 @@ impl ErrKind {
             ErrKind::BadPayload => "bad_payload",
             ErrKind::CloseTimeout => "close_timeout",
             ErrKind::Io => "io",
+            ErrKind::ServerError => "server_error",
         }
     }
 }
