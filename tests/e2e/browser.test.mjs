@@ -6,12 +6,16 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { Server, launch, openSockets, publish } from "./harness.mjs";
 
-// Two workers, so rooms and the dashboard's numbers span workers.
+// Two workers, so rooms and the dashboard's numbers span workers;
+// compression on, so the browser's own permessage-deflate offer is tested.
 const CONFIG = `
 [server]
 workers = 2
 [log]
 summary_interval_ms = 0
+[compression]
+enabled = true
+threshold_bytes = 16
 `;
 
 const SHOTS = process.env.SCREENSHOT_DIR;
@@ -66,6 +70,10 @@ test("two browsers in one room see each other's messages and presence", async ()
         return names.join(",") === "alice,bob";
       });
     }
+    // Chromium's own permessage-deflate offer was agreed (and the messages
+    // above went through it).
+    const ext = await alice.page.evaluate(() => state.ws.extensions);
+    assert.match(ext, /^permessage-deflate; server_no_context_takeover/);
     // Bob's page lists Alice's message once, and in order.
     const texts = await messageText(bob.page).allTextContents();
     assert.deepEqual(texts.filter((t) => t.includes("alice") || t.includes("bob")),
