@@ -8,7 +8,9 @@
 //! kernel takes per write: all, 0-64 bytes, 0-4096 bytes, or nothing until
 //! the paused client reads 1-16 bytes; 5-6: how often the timer fires; 7: slow-consumer
 //! policy drop instead of close), byte 1 seeds the schedule (bit 0: idle
-//! timeout on), the rest is what the client sends after the upgrade request
+//! timeout on; bit 1: permessage-deflate on, the request offers it as
+//! Chromium does, and compressed server frames must inflate to valid
+//! messages), the rest is what the client sends after the upgrade request
 //! (which goes first, in the same pieces, so pipelined frames are covered).
 //!
 //! Checks, after every event:
@@ -33,8 +35,8 @@ use wsedge::config::SlowConsumerPolicy;
 use wsedge::conn::{Phase, NEVER};
 use wsedge::metrics::CloseCause;
 use wsedge_fuzz::{
-    expected_101, small_settings, Counting, Rng, Sim, Wire, MAX_FRAME, MAX_MESSAGE, MAX_QUEUE,
-    REQUEST, SERVER_CODES,
+    deflate_settings, expected_101, expected_101_deflate, small_settings, Counting, Rng, Sim, Wire,
+    MAX_FRAME, MAX_MESSAGE, MAX_QUEUE, REQUEST, REQUEST_DEFLATE, SERVER_CODES,
 };
 
 #[global_allocator]
@@ -116,13 +118,23 @@ fuzz_target!(|data: &[u8]| {
     let timer_odds = [0u64, 8, 2, 1][((ctl >> 5) & 3) as usize];
     let mut rng = Rng::new(u64::from(ctl) << 8 | u64::from(seed));
 
-    let mut stream = REQUEST.to_vec();
+    let deflate = seed & 2 != 0;
+    let mut stream = if deflate { REQUEST_DEFLATE.to_vec() } else { REQUEST.to_vec() };
     stream.extend_from_slice(&data[2..]);
 
-    let mut run = Run {
-        sim: Sim::with_settings(small_settings(policy, seed & 1 != 0)),
-        wire: Wire::new(expected_101()),
-        heap_base: 0,
+    let idle = seed & 1 != 0;
+    let mut run = if deflate {
+        Run {
+            sim: Sim::with_settings(deflate_settings(policy, idle)),
+            wire: Wire::with_deflate(expected_101_deflate()),
+            heap_base: 0,
+        }
+    } else {
+        Run {
+            sim: Sim::with_settings(small_settings(policy, idle)),
+            wire: Wire::new(expected_101()),
+            heap_base: 0,
+        }
     };
     run.heap_base = Counting::live();
 
@@ -152,11 +164,8 @@ fuzz_target!(|data: &[u8]| {
             // when the kernel otherwise takes nothing: byte-exact splits
             // are the 0-64 mode's job, and draining a 4 KiB queue one byte
             // per event made such inputs cost thousands of events).
-            let b = if budget_mode == 3 {
-                1 + rng.below(16) as usize
-            } else {
-                budget(&mut rng).max(1)
-            };
+            let b =
+                if budget_mode == 3 { 1 + rng.below(16) as usize } else { budget(&mut rng).max(1) };
             run.sim.writable(b);
             run.check(0);
         } else if pos >= stream.len() {

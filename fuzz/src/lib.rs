@@ -41,6 +41,44 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: edge.example.com\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
+/// [`REQUEST`] with Chromium's permessage-deflate offer.
+pub const REQUEST_DEFLATE: &[u8] =
+    b"GET /echo HTTP/1.1\r\nHost: edge.example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+/// The exact 101 response to [`REQUEST_DEFLATE`] with compression on.
+pub fn expected_101_deflate() -> Vec<u8> {
+    let mut out = Vec::new();
+    wsedge::handshake::write_upgrade_response_with(
+        &Upgrade { accept: accept_key(KEY.as_bytes()), protocol: None },
+        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=12"),
+        &mut out,
+    );
+    out
+}
+
+/// [`small_settings`] with permessage-deflate on (threshold 16 bytes, so
+/// most echoes are compressed).
+pub fn deflate_settings(policy: SlowConsumerPolicy, idle: bool) -> Settings {
+    static ALL: OnceLock<Vec<Settings>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        [SlowConsumerPolicy::Close, SlowConsumerPolicy::Drop]
+            .into_iter()
+            .flat_map(|p| {
+                [false, true].map(|i| {
+                    let mut c = small_config(p, i);
+                    c.compression.enabled = true;
+                    c.compression.threshold_bytes = 16;
+                    Settings::from_config(&c, TICK_MS)
+                })
+            })
+            .collect()
+    });
+    let index = usize::from(policy == SlowConsumerPolicy::Drop) * 2 + usize::from(idle);
+    all[index].clone()
+}
+
 /// The exact 101 response to [`REQUEST`] (computed once per process).
 pub fn expected_101() -> Vec<u8> {
     static RESPONSE: OnceLock<Vec<u8>> = OnceLock::new();
@@ -60,7 +98,9 @@ pub fn small_settings(policy: SlowConsumerPolicy, idle: bool) -> Settings {
     let all = ALL.get_or_init(|| {
         [SlowConsumerPolicy::Close, SlowConsumerPolicy::Drop]
             .into_iter()
-            .flat_map(|p| [false, true].map(|i| Settings::from_config(&small_config(p, i), TICK_MS)))
+            .flat_map(|p| {
+                [false, true].map(|i| Settings::from_config(&small_config(p, i), TICK_MS))
+            })
             .collect()
     });
     let index = usize::from(policy == SlowConsumerPolicy::Drop) * 2 + usize::from(idle);
@@ -242,12 +282,21 @@ pub struct Wire {
     pub close: Option<ServerFrame>,
     /// Frames parsed so far.
     pub frames: usize,
+    /// permessage-deflate was agreed: data frames may carry RSV1, and then
+    /// must inflate (a fresh raw inflater each: the server agreed
+    /// `server_no_context_takeover`) to a valid message.
+    deflate: bool,
 }
 
 impl Wire {
     /// Expects `head` (e.g. the 101 response) before the first frame.
     pub fn new(head: Vec<u8>) -> Wire {
-        Wire { head, buf: Vec::new(), close: None, frames: 0 }
+        Wire { head, buf: Vec::new(), close: None, frames: 0, deflate: false }
+    }
+
+    /// Like [`Wire::new`], with permessage-deflate agreed.
+    pub fn with_deflate(head: Vec<u8>) -> Wire {
+        Wire { deflate: true, ..Wire::new(head) }
     }
 
     /// True once the head was received in full.
@@ -276,7 +325,7 @@ impl Wire {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut pos = 0;
-        while let Some((frame, len)) = parse_server_frame(&self.buf[pos..]) {
+        while let Some((frame, len)) = parse_frame(&self.buf[pos..], self.deflate) {
             assert!(self.close.is_none(), "a frame after the close frame: {frame:?}");
             pos += len;
             self.frames += 1;
@@ -296,13 +345,22 @@ impl Wire {
 /// 125 bytes, data at most [`MAX_MESSAGE`], text and close reasons UTF-8,
 /// close codes valid. `None` if the frame is incomplete.
 pub fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
+    parse_frame(buf, false)
+}
+
+fn parse_frame(buf: &[u8], deflate: bool) -> Option<(ServerFrame, usize)> {
     if buf.len() < 2 {
         return None;
     }
     let (b0, b1) = (buf[0], buf[1]);
     assert_eq!(b0 & 0x80, 0x80, "server frames are never fragmented: {b0:#04x}");
-    assert_eq!(b0 & 0x70, 0, "RSV bits set: {b0:#04x}");
     let opcode = b0 & 0x0f;
+    let compressed = b0 & 0x40 != 0;
+    if compressed {
+        assert!(deflate, "RSV1 without permessage-deflate: {b0:#04x}");
+        assert!(matches!(opcode, 1 | 2), "RSV1 on a control frame: {b0:#04x}");
+    }
+    assert_eq!(b0 & 0x30, 0, "RSV2/3 set: {b0:#04x}");
     assert!(matches!(opcode, 1 | 2 | 8 | 9 | 10), "opcode {opcode}");
     assert_eq!(b1 & 0x80, 0, "a server frame is masked");
     let (hdr, len) = match b1 & 0x7f {
@@ -333,7 +391,11 @@ pub fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
     if buf.len() < hdr + len {
         return None;
     }
-    let payload = buf[hdr..hdr + len].to_vec();
+    let mut payload = buf[hdr..hdr + len].to_vec();
+    if compressed {
+        payload = inflate(&payload);
+        assert!(payload.len() <= MAX_MESSAGE, "inflates to {} bytes", payload.len());
+    }
     if opcode == 1 {
         assert!(std::str::from_utf8(&payload).is_ok(), "text is not UTF-8");
     }
@@ -462,4 +524,17 @@ unsafe impl GlobalAlloc for Counting {
         }
         p
     }
+}
+
+/// Inflates one compressed server message (RFC 7692 7.2.2: append the
+/// `00 00 ff ff` tail), independently of the server's codec.
+fn inflate(compressed: &[u8]) -> Vec<u8> {
+    let mut d = flate2::Decompress::new_with_window_bits(false, 15);
+    let mut input = compressed.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(MAX_MESSAGE * 2 + 64);
+    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+        .expect("a compressed server message that does not inflate");
+    assert_eq!(d.total_in() as usize, input.len(), "bytes left after the compressed message");
+    out
 }

@@ -37,6 +37,12 @@ impl Pmd {
     pub(super) fn in_message(&self) -> bool {
         self.partial.is_some()
     }
+
+    /// The compressed bytes of a message in progress (the inflater of a
+    /// kept context is not counted: it is bounded by the node's budget).
+    pub(super) fn retained_bytes(&self) -> usize {
+        self.partial.as_ref().map_or(0, |(_, z)| z.capacity())
+    }
 }
 
 /// The most compressed bytes a message of `limit` bytes can take: DEFLATE

@@ -311,6 +311,7 @@ impl Conn {
         self.inbuf.capacity()
             + self.outbox.len()
             + self.ctx.as_ref().map_or(0, |_| std::mem::size_of::<WebSocketContext>())
+            + self.pmd.as_ref().map_or(0, |p| p.retained_bytes())
     }
 
     /// Handles bytes read from the socket.
