@@ -41,6 +41,8 @@ pub struct SessionId(pub usize);
 
 struct Sock {
     stream: TcpStream,
+    /// Addresses not tried yet, should the connect to this one fail.
+    addrs: VecDeque<SocketAddr>,
     tls: Option<Box<ClientConnection>>,
     connected: bool,
     interest: Interest,
@@ -211,15 +213,32 @@ impl Driver {
         if !sock.connected {
             // mio: on a writable (or error) event, `take_error` then
             // `peer_addr` tell whether the connect succeeded.
-            if let Ok(Some(err)) | Err(err) = sock.stream.take_error() {
-                e.session.handle_io_error(format!("connect: {err}"), now);
-                return self.settle(key, now);
-            }
-            match sock.stream.peer_addr() {
-                Ok(_) => sock.connected = true,
-                Err(err) if err.kind() == io::ErrorKind::NotConnected => return,
-                Err(err) => {
-                    e.session.handle_io_error(format!("connect: {err}"), now);
+            let failed = match sock.stream.take_error() {
+                Ok(Some(err)) | Err(err) => Some(err),
+                Ok(None) => match sock.stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(err) if err.kind() == io::ErrorKind::NotConnected => return,
+                    Err(err) => Some(err),
+                },
+            };
+            match failed {
+                None => sock.connected = true,
+                Some(err) => {
+                    // The next address of the name, if any (`localhost` may
+                    // be ::1 first while the server listens on 127.0.0.1).
+                    let _ = self.poll.registry().deregister(&mut sock.stream);
+                    let token = Token(key << GEN_BITS | (e.gen & ((1 << GEN_BITS) - 1)));
+                    match connect_next(&mut sock.addrs, &self.poll, token) {
+                        Ok(stream) => sock.stream = stream,
+                        Err(last) => {
+                            let why = if sock.addrs.is_empty() && last.is_empty() {
+                                format!("connect: {err}")
+                            } else {
+                                last
+                            };
+                            e.session.handle_io_error(why, now);
+                        }
+                    }
                     return self.settle(key, now);
                 }
             }
@@ -302,11 +321,16 @@ fn open(
     token: Token,
 ) -> Result<Sock, String> {
     let url = &cfg.url;
-    let addr: SocketAddr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolve {}: {e}", url.host))?
-        .next()
-        .ok_or_else(|| format!("resolve {}: no address", url.host))?;
+    let mut addrs: VecDeque<SocketAddr> = match cfg.connect_to {
+        Some(a) => VecDeque::from([a]),
+        None => (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve {}: {e}", url.host))?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(format!("resolve {}: no address", url.host));
+    }
     let tls = if url.tls {
         let config = match (&cfg.tls, system_tls.as_ref()) {
             (Some(c), _) | (None, Some(c)) => c.clone(),
@@ -325,11 +349,34 @@ fn open(
     } else {
         None
     };
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let stream = connect_next(&mut addrs, poll, token)?;
     let interest = Interest::READABLE | Interest::WRITABLE;
-    poll.registry().register(&mut stream, token, interest).map_err(|e| format!("register: {e}"))?;
-    Ok(Sock { stream, tls, connected: false, interest })
+    Ok(Sock { stream, addrs, tls, connected: false, interest })
+}
+
+/// Starts a non-blocking connect to the first address of `addrs` that
+/// takes one (removing the ones tried) and registers it with `token`.
+/// The error names the last failure ("" if there was no address left).
+fn connect_next(
+    addrs: &mut VecDeque<SocketAddr>,
+    poll: &Poll,
+    token: Token,
+) -> Result<TcpStream, String> {
+    let mut last = String::new();
+    while let Some(addr) = addrs.pop_front() {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                let _ = stream.set_nodelay(true);
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                match poll.registry().register(&mut stream, token, interest) {
+                    Ok(()) => return Ok(stream),
+                    Err(e) => last = format!("register: {e}"),
+                }
+            }
+            Err(e) => last = format!("connect {addr}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 fn wants_write(s: &Sock, session: &Session) -> bool {

@@ -65,6 +65,10 @@ pub struct ClientConfig {
     /// TLS for `wss://`; `None` builds one trusting the system's roots
     /// ([`tls::client_config`]) when the first `wss://` connection starts.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Connect to this address instead of resolving the URL's host (the
+    /// `Host` header and TLS name still come from the URL), like curl's
+    /// `--connect-to`.
+    pub connect_to: Option<std::net::SocketAddr>,
     /// Timers and limits of each connection.
     pub conn: ConnSettings,
     /// Reconnect policy; `None` (the default): one connection only.
@@ -84,6 +88,7 @@ impl ClientConfig {
             credential: None,
             origin: None,
             tls: None,
+            connect_to: None,
             conn: ConnSettings::default(),
             reconnect: None,
             pubsub: false,

@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::backoff::{Backoff, Rng};
+use super::backoff::Rng;
 use super::conn::{ClientConn, ConnEvent, Ending, Incoming, SendError};
 use super::handshake::new_key;
 use super::pubsub::{AckOutcome, Rooms, Sorted};

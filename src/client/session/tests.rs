@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::client::conn::Ending;
 use crate::client::url::WsUrl;
+use crate::client::Backoff;
 use crate::handshake::accept_key;
 
 fn cfg(reconnect: Option<Backoff>) -> Arc<ClientConfig> {
