@@ -134,6 +134,11 @@ impl Client {
         }
     }
 
+    /// Drops the connection without a close frame (see [`Session::abort`]).
+    pub fn abort(&mut self) {
+        self.with(|s, now| s.abort(now))
+    }
+
     /// The driver, to reach its waker.
     pub fn driver_mut(&mut self) -> &mut Driver {
         &mut self.driver

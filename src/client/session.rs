@@ -231,6 +231,16 @@ impl Session {
         self.send_text(&req)
     }
 
+    /// Drops the connection at once, without a close frame, as if the
+    /// network failed; the reconnect policy then applies (a way to test
+    /// recovery, or to move to a fresh connection).
+    pub fn abort(&mut self, now: Instant) {
+        if let Some(c) = self.conn.as_mut().filter(|c| !c.is_closed()) {
+            c.handle_io_error("aborted by the application".into());
+            self.drain(now);
+        }
+    }
+
     /// Closes with `code` and `reason` and stops reconnecting.
     pub fn close(&mut self, code: u16, reason: &str, now: Instant) {
         self.user_closed = true;
