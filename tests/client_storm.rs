@@ -212,7 +212,8 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
     pcfg.reconnect = cfg.reconnect.clone();
     pcfg.reconnect.as_mut().unwrap().min_delay = Duration::from_millis(10);
     let pid = driver.add(Arc::new(pcfg));
-    let mut publisher = Publisher { next_at: Instant::now(), round: 0, finish: false, finished: false };
+    let mut publisher =
+        Publisher { next_at: Instant::now(), round: 0, finish: false, finished: false };
     run_until(
         &mut driver,
         &mut tracks,
@@ -224,8 +225,18 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
     );
     let back = Instant::now();
     // Two more rounds after everyone is back, then the final one.
-    while publisher.round < 2 + publisher.round.min(1) && back.elapsed() < Duration::from_millis(400) {
-        run_until(&mut driver, &mut tracks, &rooms, &mut kill, PHASE_LIMIT, Some((pid, &mut publisher)), |_| true);
+    while publisher.round < 2 + publisher.round.min(1)
+        && back.elapsed() < Duration::from_millis(400)
+    {
+        run_until(
+            &mut driver,
+            &mut tracks,
+            &rooms,
+            &mut kill,
+            PHASE_LIMIT,
+            Some((pid, &mut publisher)),
+            |_| true,
+        );
         driver.turn(Some(Duration::from_millis(50))).unwrap();
     }
     publisher.finish = true;
@@ -249,7 +260,9 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
         BUCKETS * 2,
     );
     eprintln!("storm: {CLIENTS} clients, window {WINDOW:?}, buckets of {bucket:?}");
-    eprintln!("storm: delays drawn (last bucket: beyond the window, after a failed try): {drawn:?}");
+    eprintln!(
+        "storm: delays drawn (last bucket: beyond the window, after a failed try): {drawn:?}"
+    );
     eprintln!("storm: reconnected at, from the kill (last bucket: later): {actual:?}");
     eprintln!("storm: publish rounds {}", publisher.round);
     let within: usize = drawn[..BUCKETS].iter().sum();

@@ -184,11 +184,18 @@ impl Rooms {
         self.pending.clear();
     }
 
-    /// The publish request for `data` (a JSON text) to `room`.
-    pub fn publish_request(room: &str, data: &RawValue) -> String {
+    /// The publish request for `data` (JSON) to `room`, with `id` if the
+    /// caller wants an ack.
+    pub fn publish_request(room: &str, data: &RawValue, id: Option<&str>) -> String {
         // A room is a JSON string; `data` is already JSON.
         let room = serde_json::Value::from(room).to_string();
-        format!(r#"{{"type":"publish","room":{room},"data":{}}}"#, data.get())
+        match id {
+            None => format!(r#"{{"type":"publish","room":{room},"data":{}}}"#, data.get()),
+            Some(id) => {
+                let id = serde_json::Value::from(id).to_string();
+                format!(r#"{{"type":"publish","room":{room},"data":{},"id":{id}}}"#, data.get())
+            }
+        }
     }
 
     /// Sorts one text message from the server.
@@ -397,8 +404,12 @@ mod tests {
         assert!(matches!(rooms.handle_text("not json"), Sorted::Other));
         let data = RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap();
         assert_eq!(
-            Rooms::publish_request("q\"r", &data),
+            Rooms::publish_request("q\"r", &data, None),
             r#"{"type":"publish","room":"q\"r","data":{"a":[1,2]}}"#
+        );
+        assert_eq!(
+            Rooms::publish_request("r", &data, Some("p1")),
+            r#"{"type":"publish","room":"r","data":{"a":[1,2]},"id":"p1"}"#
         );
     }
 }

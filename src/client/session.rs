@@ -225,10 +225,21 @@ impl Session {
         }
     }
 
-    /// Publishes `data` (JSON) to `room`.
+    /// Publishes `data` (JSON) to `room`, fire-and-forget (only a refusal
+    /// is answered, with an `error` message).
     pub fn publish(&mut self, room: &str, data: &RawValue) -> Result<(), SendError> {
-        let req = Rooms::publish_request(room, data);
-        self.send_text(&req)
+        self.send_text(&Rooms::publish_request(room, data, None))
+    }
+
+    /// Publishes with request `id`: the server answers with an `ack` (or an
+    /// `error`) carrying it, passed on as an [`Event::Message`].
+    pub fn publish_with_id(
+        &mut self,
+        room: &str,
+        data: &RawValue,
+        id: &str,
+    ) -> Result<(), SendError> {
+        self.send_text(&Rooms::publish_request(room, data, Some(id)))
     }
 
     /// Drops the connection at once, without a close frame, as if the
