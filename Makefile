@@ -32,7 +32,7 @@ $(VENV)/bin/python:
 	$(VENV)/bin/pip install -q 'websockets>=12,<16'
 
 test-python: $(VENV)/bin/python release
-	$(VENV)/bin/python tests/interop_python.py ./target/release/wsedge
+	$(VENV)/bin/python tests/interop_python.py ./target/release/wsedge ./target/release/wsedge-client
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -65,7 +65,11 @@ OPTIONS:
                            the connection (and reconnect) after 1.5 * DUR of
                            silence (default 30s; 0 turns both off)
     --once                 exit after the first message received
-    --max-messages N       exit after N messages received
+    --max-messages N       exit after N messages received. Without it (and
+                           without --subscribe) the end of stdin closes the
+                           connection once every line is sent (and, with
+                           --publish, acked): replies still on their way
+                           then may be cut off by the close
     --close-code CODE      close code sent when the client ends because stdin
                            ended or the message limit was reached (default 1000)
     -h, --help             this help
@@ -516,7 +520,10 @@ impl Run<'_> {
                 self.unacked += 1;
             }
         }
-        if self.stdin_done && self.args.subscribe.is_empty() && self.unacked == 0 {
+        // With a message limit (or rooms), the limit (or the user) ends the
+        // run: closing at the end of stdin would race the replies.
+        let stdin_ends_it = self.args.subscribe.is_empty() && self.args.max_messages.is_none();
+        if self.stdin_done && stdin_ends_it && self.unacked == 0 {
             self.close(self.args.close_code);
         }
     }
