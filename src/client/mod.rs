@@ -79,6 +79,23 @@ pub struct ClientConfig {
     pub pubsub: bool,
 }
 
+/// Never prints the credential.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url.to_string())
+            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("credential", &self.credential.as_ref().map(|(_, place)| place))
+            .field("origin", &self.origin)
+            .field("tls", &self.tls.is_some())
+            .field("connect_to", &self.connect_to)
+            .field("conn", &self.conn)
+            .field("reconnect", &self.reconnect)
+            .field("pubsub", &self.pubsub)
+            .finish()
+    }
+}
+
 impl ClientConfig {
     /// Defaults for `url`: no extra headers or credential, no reconnect.
     pub fn new(url: WsUrl) -> ClientConfig {
