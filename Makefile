@@ -33,7 +33,7 @@ $(VENV)/bin/python:
 	$(VENV)/bin/pip install -q 'websockets>=12,<16'
 
 test-python: $(VENV)/bin/python release
-	$(VENV)/bin/python tests/interop_python.py ./target/release/wsedge
+	$(VENV)/bin/python tests/interop_python.py ./target/release/wsedge ./target/release/wsedge-client
 
 E2E_DIR := tests/e2e
 $(E2E_DIR)/node_modules/playwright-core/package.json: $(E2E_DIR)/package.json $(E2E_DIR)/package-lock.json

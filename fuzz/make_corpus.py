@@ -9,6 +9,8 @@ rewrites the same files. See FUZZING.md for each target's input format:
 - connection: 1 schedule byte (bits 0-2 read size, 3-4 kernel budget, 5-6
   timer odds, 7 drop policy), 1 seed byte (bit 0: idle timeout), then what the
   client sends after the upgrade request.
+- client: 1 control byte (bit 7: a valid 101 first; bits 0-2 read size, 3-4
+  client sends or closes, 5 EOF at the end), then what the server sends.
 - frames: `arbitrary`-encoded, so its seeds are grown by the fuzzer itself
   (`make fuzz` merges the interesting ones back, see FUZZING.md).
 """
@@ -197,6 +199,20 @@ CONNECTION = {
     "idle_timeout": (TIMERS | 0x60, frame(True, 1, b"x")),
 }
 
+# ------------------------------------------------------------------- client
+
+OK_101 = 0x80  # the target puts a valid 101 in front of the rest
+CLIENT = {
+    "frames_text_ping_close": (OK_101 | 3, b"\x81\x02hi\x89\x01p\x88\x02\x03\xe8"),
+    "frames_fragmented": (OK_101 | 1 | 0x08, b"\x01\x03abc\x89\x00\x80\x02de"),
+    "frames_close_4001": (OK_101 | 2 | 0x20, b"\x88\x0f\x0f\xa1token expired"),
+    "refusal_401": (5, b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 14\r\n"
+                       b"WWW-Authenticate: Bearer realm=\"wsedge\"\r\n\r\nbad credential\n"),
+    "bad_accept": (6, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"),
+    "masked_from_server": (OK_101 | 4, b"\x81\x82\x01\x02\x03\x04ab"),
+}
+
 
 def write(target, name, data):
     d = os.path.join(ROOT, target)
@@ -213,6 +229,8 @@ def main():
         # Seed byte: bit 0 turns the idle timeout on, the rest is the index.
         idle = 1 if "idle" in name or "timers" in name else 0
         write("connection", name, bytes([sched, (i << 1 | idle) & 0xFF]) + data)
+    for name, (ctl, data) in CLIENT.items():
+        write("client", name, bytes([ctl]) + data)
 
 
 if __name__ == "__main__":
