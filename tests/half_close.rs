@@ -48,3 +48,28 @@ fn a_pubsub_client_that_leaves_with_its_last_request_leaves_its_rooms() {
         assert_eq!(p["count"], 0, "try {i}: a gone client is still in the room: {p}");
     }
 }
+
+/// A client that publishes and closes in one write (`echo msg | client
+/// --publish`): the publish reaches the room even though the connection is
+/// gone by the time its turn ends.
+#[test]
+fn a_publish_followed_by_a_close_frame_in_the_same_read_is_delivered() {
+    let server = start(&config(1, |_| {}));
+    let mut sub = Ps::connect(server.local_addr());
+    sub.subscribe("news");
+    for i in 0..10 {
+        let mut raw = Raw::connect(server.local_addr());
+        let mut bytes = upgrade_request("/ws").into_bytes();
+        let publish = format!(r#"{{"type":"publish","room":"news","data":{i}}}"#);
+        bytes.extend_from_slice(&frame(true, 1, publish.as_bytes()));
+        bytes.extend_from_slice(&frame(true, 8, &1000u16.to_be_bytes()));
+        raw.sock.write_all(&bytes).expect("send");
+        assert!(raw.read_http_head().starts_with("HTTP/1.1 101"));
+        let got = sub.recv();
+        assert_eq!(
+            (got["type"].as_str(), got["data"].as_i64()),
+            (Some("message"), Some(i)),
+            "{got}"
+        );
+    }
+}

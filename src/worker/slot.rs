@@ -414,13 +414,19 @@ impl Worker {
     /// asked of the application layer.
     pub(super) fn end_turn(&mut self, key: usize) {
         let id = self.core.conns.get(key).map(|s| s.id);
-        self.finish(key);
+        // A connection that closed in this turn is removed only after its
+        // events: a publish followed by a close frame in the same read still
+        // reaches the room (the connection's identity is needed to check it).
+        let closed = self.finish_turn(key);
         if !self.core.host.events.is_empty() {
             let mut events = std::mem::take(&mut self.core.host.events);
             for event in events.drain(..) {
                 self.app_event(key, id, event);
             }
             self.core.host.events = events;
+        }
+        if closed && self.core.conns.get(key).is_some_and(|s| Some(s.id) == id) {
+            self.remove(key);
         }
     }
 
@@ -529,10 +535,18 @@ impl Worker {
     /// makes the syscalls it asks for: half-close, drop, timer. A dirty
     /// connection's queue waits for `flush_dirty` (see [`EndTurn`]).
     pub(super) fn finish(&mut self, key: usize) {
+        if self.finish_turn(key) {
+            self.remove(key);
+        }
+    }
+
+    /// [`Worker::finish`] without the removal: true when the connection is
+    /// closed and must be removed.
+    fn finish_turn(&mut self, key: usize) -> bool {
         let core = &mut self.core;
         let Some(slot) = core.conns.get_mut(key) else {
             core.host.cork.clear();
-            return;
+            return false;
         };
         let turn = EndTurn { writable: slot.writable, hold_queue: slot.dirty };
         let done =
@@ -546,10 +560,10 @@ impl Worker {
             let _ = slot.sock.shutdown(Shutdown::Write);
         }
         if done.closed {
-            self.remove(key);
-            return;
+            return true;
         }
         slot.arm(&mut self.wheel, key, done.deadline);
+        false
     }
 
     fn remove(&mut self, key: usize) {
