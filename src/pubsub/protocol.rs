@@ -458,14 +458,72 @@ fn from_json(from: Option<u64>) -> String {
 /// `{"type":"message","room":"...","from":"..."|null,"offset":N,"epoch":"...","data":...}`.
 /// `room` must be valid (no escaping needed); `data` is raw JSON and ends
 /// the frame but for its closing `}` (the history relies on that).
+///
+/// This runs once per publish: it writes the frame header and the JSON into
+/// one buffer of the exact size, without `fmt`.
 pub fn message(room: &str, from: Option<u64>, offset: u64, epoch: Epoch, data: &str) -> Bytes {
-    let from = from_json(from);
-    let mut s = String::with_capacity(80 + room.len() + data.len());
-    let _ = write!(
-        s,
-        r#"{{"type":"message","room":"{room}","from":{from},"offset":{offset},"epoch":"{epoch}","data":{data}}}"#
-    );
-    text_frame(s)
+    const HEAD: &[u8] = br#"{"type":"message","room":""#;
+    const FROM: &[u8] = br#"","from":"#;
+    const OFFSET: &[u8] = br#","offset":"#;
+    const EPOCH: &[u8] = br#","epoch":""#;
+    const DATA: &[u8] = br#"","data":"#;
+    let mut digits = [0u8; 20];
+    let offset = decimal(offset, &mut digits);
+    let mut hex = [0u8; 18];
+    let from: &[u8] = match from {
+        Some(id) => quoted_hex(id, &mut hex),
+        None => b"null",
+    };
+    let len = HEAD.len()
+        + room.len()
+        + FROM.len()
+        + from.len()
+        + OFFSET.len()
+        + offset.len()
+        + EPOCH.len()
+        + 8
+        + DATA.len()
+        + data.len()
+        + 1;
+    let header = FrameHeader { opcode: OpCode::Data(OpData::Text), ..FrameHeader::default() };
+    let mut out = Vec::with_capacity(header.len(len as u64) + len);
+    header.format(len as u64, &mut out).expect("bug: formatting into a Vec cannot fail");
+    for part in [HEAD, room.as_bytes(), FROM, from, OFFSET, offset, EPOCH, &epoch.hex(), DATA] {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// `n` in decimal, in the tail of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `"<id in lowercase hex>"` (as [`format_conn_id`]), in the tail of `buf`.
+fn quoted_hex(mut id: u64, buf: &mut [u8; 18]) -> &[u8] {
+    let mut i = buf.len() - 1;
+    buf[i] = b'"';
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(id & 15) as usize];
+        id >>= 4;
+        if id == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    buf[i] = b'"';
+    &buf[i..]
 }
 
 /// A binary room delivery: `0x02, room length, room, offset (u64 BE),
@@ -653,6 +711,29 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&f[2..]).expect("a readable reply");
         assert_eq!(json["code"], "bad_field");
         assert!(json.get("id").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_message_is_the_documented_json_whatever_its_numbers() {
+        for (from, offset) in
+            [(None, 0), (Some(0), 1), (Some(0x4000000400003), 42), (Some(u64::MAX), u64::MAX)]
+        {
+            let data = "x".repeat(offset as usize % 300);
+            let data = format!("\"{data}\"");
+            let f = message("chat:lobby", from, offset, Epoch(0x9f1c_2a7b), &data);
+            let want = format!(
+                r#"{{"type":"message","room":"chat:lobby","from":{},"offset":{offset},"epoch":"9f1c2a7b","data":{data}}}"#,
+                from.map_or("null".to_string(), |f| format!("\"{}\"", format_conn_id(f)))
+            );
+            assert_eq!(f, frame(OpData::Text, want.as_bytes()), "{want}");
+        }
+        let long = format!("\"{}\"", "y".repeat(70_000));
+        let f = message("r", Some(1), 7, Epoch(1), &long);
+        assert_eq!(f[1], 127, "a 64-bit length header");
+        let want = format!(
+            r#"{{"type":"message","room":"r","from":"1","offset":7,"epoch":"00000001","data":{long}}}"#
+        );
+        assert_eq!(f, frame(OpData::Text, want.as_bytes()));
     }
 
     #[test]

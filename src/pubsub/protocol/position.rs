@@ -33,11 +33,20 @@ impl Epoch {
         }
         u32::from_str_radix(s, 16).ok().map(Epoch)
     }
+
+    /// The 8 lowercase hex digits, without `fmt`.
+    pub fn hex(self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = b"0123456789abcdef"[((self.0 >> (28 - 4 * i)) & 15) as usize];
+        }
+        out
+    }
 }
 
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}", self.0)
+        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or("00000000"))
     }
 }
 
