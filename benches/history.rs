@@ -93,13 +93,13 @@ mod on {
             request(&mut b, &mut sink, ConnId::from_parts(0, 2, 1), PUBLISH);
         }
         let stats = b.stats();
+        let per = stats.history_bytes / stats.history_messages.max(1);
         eprintln!(
-            "history: {} messages of 64-byte data hold {} bytes: {} bytes per message \
-             (frame {} bytes)",
+            "history: {} messages of 64-byte data hold {} bytes: {per} bytes per message \
+             (its frame, shared with the fan-out, and {} of bookkeeping)",
             stats.history_messages,
             stats.history_bytes,
-            stats.history_bytes / stats.history_messages.max(1),
-            sink.last.as_ref().map_or(0, Bytes::len),
+            wsedge::pubsub::history::ENTRY_OVERHEAD,
         );
         let since = format!(
             r#"{{"type":"subscribe","room":"r","id":2,"since":{{"offset":0,"epoch":"{epoch}"}}}}"#

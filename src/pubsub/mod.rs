@@ -195,3 +195,15 @@ impl Payload {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_messages_do_not_grow_the_bus_message() {
+        // Every Deliver in a batch is one BusMsg: the subscribe and history
+        // variants are boxed so they do not make each of them bigger.
+        assert!(std::mem::size_of::<BusMsg>() <= 72, "{}", std::mem::size_of::<BusMsg>());
+    }
+}
