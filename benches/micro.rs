@@ -138,7 +138,13 @@ fn pubsub_encode(c: &mut Criterion) {
     g.bench_function("encode_message_32B", |b| {
         b.iter(|| {
             seq += 1;
-            black_box(protocol::message(black_box("room-42"), Some(0x1234_5678), seq, data))
+            black_box(protocol::message(
+                black_box("room-42"),
+                Some(0x1234_5678),
+                seq,
+                protocol::Epoch(7),
+                data,
+            ))
         })
     });
     g.finish();

@@ -200,7 +200,7 @@ fn main() {
     let mut fanout = Vec::new();
     let mut dirty: Vec<usize> = Vec::new();
     for seq in 1..=2u64 {
-        let frame = protocol::message("lobby", Some(1), seq, data);
+        let frame = protocol::message("lobby", Some(1), seq, protocol::Epoch(7), data);
         let frame_len = frame.len();
         let rss_before = rss_bytes();
         let t = Instant::now();

@@ -10,6 +10,9 @@ pub const PING_RTT_BOUNDS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1
 pub const REFUSAL_STATUSES: [u16; 12] =
     [400, 401, 403, 404, 405, 408, 411, 413, 426, 429, 431, 503];
 
+/// Why a message left history, in the order of `Stats::history_evictions`.
+pub const HISTORY_EVICTION_REASONS: [&str; 3] = ["size", "ttl", "bytes"];
+
 /// One worker's counters.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -57,6 +60,12 @@ pub struct Stats {
     /// Bytes of pub/sub traffic sent to this worker and not yet handled
     /// (gauge).
     pub bus_bytes: u64,
+    /// Gauge, filled in snapshots: bytes held by room history.
+    pub history_bytes: u64,
+    /// Gauge, filled in snapshots: messages held by room history.
+    pub history_messages: u64,
+    /// Messages evicted from history, by [`HISTORY_EVICTION_REASONS`].
+    pub history_evictions: [u64; 3],
     /// Ping round trips: counts per bucket of [`PING_RTT_BOUNDS_MS`] (+Inf last).
     pub ping_rtt_buckets: [u64; PING_RTT_BOUNDS_MS.len() + 1],
     /// Sum of ping round trips, milliseconds.
@@ -121,6 +130,11 @@ impl Stats {
         self.subscriptions += other.subscriptions;
         self.queued_bytes += other.queued_bytes;
         self.bus_bytes += other.bus_bytes;
+        self.history_bytes += other.history_bytes;
+        self.history_messages += other.history_messages;
+        for (a, b) in self.history_evictions.iter_mut().zip(other.history_evictions.iter()) {
+            *a += b;
+        }
         for (a, b) in self.closes.iter_mut().zip(other.closes.iter()) {
             *a += b;
         }
@@ -311,6 +325,19 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
     let _ = writeln!(out, "wsedge_compressed_reused_total {}", total.compressed_reused);
     metric(&mut out, "wsedge_subscriptions", "gauge", "Room memberships.");
     let _ = writeln!(out, "wsedge_subscriptions {}", total.subscriptions);
+    metric(&mut out, "wsedge_history_bytes", "gauge", "Bytes held by room history.");
+    let _ = writeln!(out, "wsedge_history_bytes {}", total.history_bytes);
+    metric(&mut out, "wsedge_history_messages", "gauge", "Messages held by room history.");
+    let _ = writeln!(out, "wsedge_history_messages {}", total.history_messages);
+    metric(
+        &mut out,
+        "wsedge_history_evictions_total",
+        "counter",
+        "Messages evicted from room history, by reason (size, ttl, bytes: the byte cap).",
+    );
+    for (reason, n) in HISTORY_EVICTION_REASONS.iter().zip(total.history_evictions) {
+        let _ = writeln!(out, "wsedge_history_evictions_total{{reason=\"{reason}\"}} {n}");
+    }
     metric(
         &mut out,
         "wsedge_connections_closed_total",

@@ -33,3 +33,19 @@ fn bad_flags_exit_2_with_a_message_naming_them() {
         assert!(out.stdout.is_empty(), "no server started for {args:?}");
     }
 }
+
+#[test]
+fn the_default_config_shows_the_history_keys_and_its_example_parses() {
+    let out = wsedge(&["--print-default-config"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in ["history_size = 0", "history_ttl_ms = 0", "history_max_bytes = 67108864"] {
+        assert!(text.contains(key), "{key} missing from the default config");
+    }
+    // Uncommenting the example gives a valid config with the override.
+    let uncommented = text.replace("#   ", "");
+    let c = wsedge::Config::from_toml(&uncommented, "default").expect("the example parses");
+    assert_eq!(c.pubsub.history_rooms.len(), 1);
+    assert_eq!(c.pubsub.history_rooms[0].pattern, "chat:*");
+    assert_eq!((c.pubsub.history_rooms[0].size, c.pubsub.history_rooms[0].ttl_ms), (100, 300_000));
+}

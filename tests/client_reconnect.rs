@@ -161,11 +161,8 @@ fn close_code_4001_stops_reconnecting() {
 /// A config with history on, when this build's server has it (the history
 /// feature adds the keys; see PROTOCOL.md). `None` otherwise.
 fn history_config() -> Option<wsedge::Config> {
-    let candidates = [
-        "[pubsub]\nhistory_size = 1000\nhistory_ttl_ms = 60000\n",
-        "[history]\nsize = 1000\nttl_ms = 60000\n",
-    ];
-    candidates.iter().find_map(|t| wsedge::Config::from_toml(t, "test").ok())
+    let toml = "[pubsub]\nhistory_size = 1000\nhistory_ttl_ms = 60000\n";
+    Some(wsedge::Config::from_toml(toml, "test").expect("the history keys parse"))
 }
 
 #[test]

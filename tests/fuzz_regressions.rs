@@ -387,7 +387,7 @@ fn frame_unmasked(payload: &[u8]) -> Bytes {
 /// overflow an f64).
 #[test]
 fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadable() {
-    use wsedge::pubsub::protocol::{message, parse_http_publish, parse_text, Request};
+    use wsedge::pubsub::protocol::{message, parse_http_publish, parse_text, Epoch, Request};
     let data = "{\"h\":555555555555555555E55555555555555555555550}";
     let readable = |frame: &[u8]| {
         let frames = server_frames(frame);
@@ -396,13 +396,13 @@ fn published_data_with_an_out_of_range_number_never_reaches_subscribers_unreadab
     let body = format!("{{\"room\":\"ne\",\"data\":{data}}}");
     match parse_http_publish(body.as_bytes(), 64 * 1024) {
         Err((status, _)) => assert_eq!(status, 400),
-        Ok(p) => assert!(readable(&message(&p.room, None, 1, &p.data)), "HTTP publish"),
+        Ok(p) => assert!(readable(&message(&p.room, None, 1, Epoch(1), &p.data)), "HTTP publish"),
     }
     let text = format!("{{\"type\":\"publish\",\"room\":\"ne\",\"data\":{data}}}");
     match parse_text(&text, 64 * 1024) {
         Err(e) => assert_eq!(e.code.as_str(), "bad_field"),
         Ok(Request::Publish { room, data, .. }) => {
-            assert!(readable(&message(&room, Some(1), 1, data)), "WebSocket publish")
+            assert!(readable(&message(&room, Some(1), 1, Epoch(1), data)), "WebSocket publish")
         }
         Ok(other) => panic!("{other:?}"),
     }

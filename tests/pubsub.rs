@@ -26,7 +26,7 @@ fn publish_reaches_a_subscriber_on_another_worker_and_unsubscribe_stops_it() {
     assert_eq!(m["room"], "chat:lobby");
     assert_eq!(m["from"], a.id.as_str());
     assert_eq!(m["data"], json!({"text":"hi"}));
-    assert_eq!(m["seq"], 1);
+    assert_eq!(m["offset"], 1);
 
     let r = b.request(json!({"type":"unsubscribe","room":"chat:lobby"}), 2);
     assert_eq!(r["type"], "ack");
@@ -134,7 +134,7 @@ fn a_thousand_subscribers_over_all_workers_get_all_of_a_thousand_messages_in_ord
                 let msgs = read_texts(&mut sub, 1000);
                 for (i, m) in msgs.iter().enumerate() {
                     assert_eq!(m["data"], i, "in publish order");
-                    assert_eq!(m["seq"], i + 1, "seq increases per room");
+                    assert_eq!(m["offset"], i + 1, "offset increases per room");
                 }
             }
         }));
@@ -191,7 +191,7 @@ fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
             for i in 0..count {
                 for sub in chunk.iter_mut() {
                     let m = &read_texts(sub, 1)[0];
-                    assert_eq!(m["seq"], i + 1, "every message, in order");
+                    assert_eq!(m["offset"], i + 1, "every message, in order");
                 }
                 p.store(i + 1, Ordering::Release);
             }

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod history;
+
+pub use history::{HistoryRoomConfig, MAX_HISTORY_SIZE, MAX_HISTORY_TTL_MS};
+
 /// The embedded default configuration file, commented, every field shown.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -270,6 +274,14 @@ pub struct PubSubConfig {
     /// the others. Past it, senders stop reading from their pub/sub clients
     /// until the destination catches up.
     pub bus_budget_bytes: usize,
+    /// Messages of history kept per room (0 = none).
+    pub history_size: usize,
+    /// Longest a message stays in history, ms (0 = none).
+    pub history_ttl_ms: u64,
+    /// Bytes all history on the node may hold; past it, the oldest goes.
+    pub history_max_bytes: usize,
+    /// Per-pattern history overrides, first match wins.
+    pub history_rooms: Vec<HistoryRoomConfig>,
 }
 
 impl Default for PubSubConfig {
@@ -281,6 +293,10 @@ impl Default for PubSubConfig {
             presence_max_members: 1000,
             http_publish: false,
             bus_budget_bytes: 8 << 20,
+            history_size: 0,
+            history_ttl_ms: 0,
+            history_max_bytes: 64 << 20,
+            history_rooms: Vec::new(),
         }
     }
 }
@@ -578,6 +594,7 @@ impl Config {
         if self.pubsub.bus_budget_bytes < 64 << 10 {
             return err("pubsub.bus_budget_bytes", "must be at least 65536".to_string());
         }
+        history::validate(&self.pubsub)?;
         let ws = &self.websocket;
         if ws.max_frame_bytes == 0 || ws.max_message_bytes == 0 {
             let f = if ws.max_frame_bytes == 0 { "max_frame_bytes" } else { "max_message_bytes" };

@@ -31,6 +31,8 @@ pub struct Settings {
     pub max_room_members: Option<usize>,
     /// Member ids listed in a presence reply.
     pub presence_max_members: usize,
+    /// Room history (the whole node's limits).
+    pub history: crate::pubsub::history::HistorySettings,
     /// Serve /metrics, /healthz, /readyz on the main listener.
     pub admin_on_main: bool,
     /// Serve the demo chat at `/` on the main listener.
@@ -117,6 +119,7 @@ impl Settings {
             max_room_members: (config.pubsub.max_subscribers_per_room > 0)
                 .then_some(config.pubsub.max_subscribers_per_room),
             presence_max_members: config.pubsub.presence_max_members,
+            history: crate::pubsub::history::HistorySettings::from_config(&config.pubsub),
             admin_on_main: config.metrics.enabled && config.metrics.listen.is_empty(),
             demo: config.demo.enabled,
             auth: std::sync::Arc::new(

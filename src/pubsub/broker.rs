@@ -20,11 +20,23 @@
 //! # Ordering
 //! Every room has one owner worker (a salted hash of its name, see
 //! [`RoomHasher`]). A publish goes to the owner, which gives it the room's next
-//! `seq`, encodes the frame once and sends the same bytes to every worker
+//! offset, encodes the frame once and sends the same bytes to every worker
 //! with subscribers ([`BusMsg::Deliver`]). Per room, deliveries therefore
 //! leave one place in one order, and each worker-to-worker channel keeps it.
-//! A subscribe announces interest to the owner before it is acknowledged,
-//! so a publish made after the subscriber saw its ack is always delivered.
+//!
+//! # Subscribing, positions and recovery
+//! A subscribe is decided by the owner, because the ack carries the room's
+//! position (offset, epoch) and a `since` may recover stored messages
+//! ([`super::history`]). A subscriber on another worker waits, not yet a
+//! member, while [`BusMsg::Subscribe`] goes to the owner; the owner counts
+//! its worker as interested and answers ([`BusMsg::Subscribed`]) with the
+//! position at that instant and the recovered frames. The answer leaves the
+//! owner on the same channel as the deliveries, after every message up to
+//! that position and before every later one; the subscriber becomes a
+//! member when it arrives, so the ack, then the replay, then the live
+//! messages reach it with no gap and no duplicate, however many publishes
+//! happen meanwhile. A publish made after the subscriber saw its ack is
+//! always delivered to it. See `subscribe.rs`.
 //!
 //! # Other nodes
 //! The owner is the single point where a room's order is decided; it is
@@ -38,8 +50,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tungstenite::protocol::frame::coding::Data as OpData;
 
+use super::history::{Evictions, HistorySettings};
 use super::protocol::{self as proto, ErrorCode, ProtoError, Request};
-use super::room::{Joined, LocalRooms, Membership, OwnedRooms, RoomName};
+use super::room::{LocalRooms, Membership, OwnedRooms, RoomName, Sequenced};
 use super::{BusMsg, Payload};
 use crate::auth::Identity;
 use crate::id::ConnId;
@@ -96,6 +109,12 @@ pub struct BrokerSettings {
     pub hasher: RoomHasher,
     /// Who orders rooms.
     pub sequencer: Sequencer,
+    /// History kept by the rooms, for the whole node (each broker takes its
+    /// share of the byte cap).
+    pub history: HistorySettings,
+    /// Largest replay of one recovering subscribe, bytes of frames; a
+    /// bigger one is not recovered (`recovered: false`).
+    pub max_replay_bytes: usize,
 }
 
 impl BrokerSettings {
@@ -111,6 +130,8 @@ impl BrokerSettings {
             query_timeout_ms: 5_000,
             hasher,
             sequencer: Sequencer::LocalOwner,
+            history: HistorySettings::default(),
+            max_replay_bytes: 512 * 1024,
         }
     }
 }
@@ -137,6 +158,14 @@ pub struct BrokerStats {
     pub forbidden: u64,
     /// Cross-worker queries answered with a timeout.
     pub query_timeouts: u64,
+    /// Stored frames replayed to recovering subscribers.
+    pub replayed: u64,
+    /// Bytes held by room history (gauge).
+    pub history_bytes: u64,
+    /// Messages held by room history (gauge).
+    pub history_messages: u64,
+    /// Messages evicted from history, by cause.
+    pub history_evictions: Evictions,
 }
 
 /// Something the worker should know about, taken with [`Broker::poll_event`].
@@ -203,22 +232,32 @@ pub struct Broker {
     next_query: u64,
     events: Vec<BrokerEvent>,
     stats: BrokerStats,
+    /// Subscribes sent to remote owners and not answered yet, per room: the
+    /// room stays of interest to this worker until they are.
+    inflight: HashMap<RoomName, u32>,
+    next_token: u32,
+    /// The latest time passed in (ms): requests and ticks.
+    now_ms: u64,
 }
 
 impl Broker {
     /// An empty broker.
     pub fn new(settings: BrokerSettings) -> Broker {
         let workers = settings.workers;
+        let history = settings.history.per_worker(workers);
         Broker {
             settings,
             rooms: LocalRooms::default(),
-            owned: OwnedRooms::default(),
+            owned: OwnedRooms::new(history),
             subs: HashMap::new(),
             outgoing: (0..workers).map(|_| Outgoing::default()).collect(),
             presence: HashMap::new(),
             next_query: 0,
             events: Vec::new(),
             stats: BrokerStats::default(),
+            inflight: HashMap::new(),
+            next_token: 0,
+            now_ms: 0,
         }
     }
 
@@ -227,9 +266,14 @@ impl Broker {
         &self.settings
     }
 
-    /// Counters so far.
+    /// Counters so far, and the history gauges now.
     pub fn stats(&self) -> BrokerStats {
-        self.stats
+        BrokerStats {
+            history_bytes: self.owned.history_bytes() as u64,
+            history_messages: self.owned.history_messages() as u64,
+            history_evictions: self.owned.evictions(),
+            ..self.stats
+        }
     }
 
     /// Rooms with members on this worker.
@@ -295,7 +339,9 @@ impl Broker {
             Err(e) => return Checked::Refused(e),
         };
         let target = match &req {
-            Request::Subscribe { room, .. } => Some((room.as_ref(), false)),
+            Request::Subscribe { room, .. } | Request::History { room, .. } => {
+                Some((room.as_ref(), false))
+            }
             Request::Publish { room, .. } => Some((room.as_ref(), true)),
             Request::PublishBinary { room, .. } => Some((*room, true)),
             _ => None,
@@ -328,9 +374,14 @@ impl Broker {
             Checked::Refused(e) => return self.refuse(conn, &e, out),
             Checked::Ignore => return,
         };
+        self.now_ms = self.now_ms.max(now_ms);
         let rid = req.id();
         let result = match &req {
-            Request::Subscribe { room, .. } => self.subscribe(conn, room, rid),
+            Request::Subscribe { room, since, .. } => self.subscribe(conn, room, *since, rid, out),
+            Request::History { room, limit, since, .. } => {
+                self.history(conn, room, *limit, *since, rid, out);
+                return;
+            }
             Request::Unsubscribe { room, .. } => self.unsubscribe(conn, room, rid),
             Request::Publish { room, data, .. } => {
                 let data = Bytes::copy_from_slice(data.as_bytes());
@@ -385,7 +436,15 @@ impl Broker {
                 self.sequence_and_fan_out(&room, from, payload, out)
             }
             BusMsg::Deliver { room, frame } => self.deliver_local(&room, &frame, out),
-            BusMsg::Interest { room, worker, on } => self.owned.interest(&room, worker, on),
+            BusMsg::Interest { room, worker, on } => {
+                self.owned.interest(&room, worker, on, self.now_ms)
+            }
+            BusMsg::Subscribe(ask) => self.handle_subscribe_ask(*ask),
+            BusMsg::Subscribed(answer) => self.handle_subscribed(*answer, out),
+            BusMsg::History(ask) => self.handle_history_ask(*ask, out),
+            BusMsg::Reply { to, frame } => {
+                out.deliver(to, &frame);
+            }
             BusMsg::Direct { to, frame, origin, id } => {
                 let ok = out.deliver_direct(to, &frame);
                 let w = origin.worker();
@@ -426,8 +485,11 @@ impl Broker {
         }
     }
 
-    /// Answers queries whose deadline passed with a `timeout` error.
+    /// Answers queries whose deadline passed with a `timeout` error, and
+    /// evicts history past its TTL. Call it every tick.
     pub fn handle_timeout(&mut self, now_ms: u64, out: &mut impl Deliver) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.owned.expire(now_ms);
         if self.presence.is_empty() {
             return;
         }
@@ -510,37 +572,6 @@ impl Broker {
         ok
     }
 
-    fn subscribe(
-        &mut self,
-        conn: ConnId,
-        room: &str,
-        rid: Option<&RawValue>,
-    ) -> Result<(), Option<ProtoError>> {
-        let max_rooms = self.settings.max_rooms;
-        let subs = self.subs.entry(conn).or_default();
-        if subs.len() >= max_rooms && !subs.iter().any(|m| &*m.room == room) {
-            let msg = format!("already in the maximum of {max_rooms} rooms");
-            return Err(Some(ProtoError::new(rid, ErrorCode::TooManyRooms, msg)));
-        }
-        match self.rooms.join(room, conn, subs, self.settings.max_room_members) {
-            Joined::Full => {
-                if subs.is_empty() {
-                    self.subs.remove(&conn);
-                }
-                Err(Some(ProtoError::new(rid, ErrorCode::RoomFull, "room is full")))
-            }
-            Joined::Already => Ok(()),
-            Joined::New { first } => {
-                if first {
-                    if let Some(name) = subs.last().map(|m| m.room.clone()) {
-                        self.interest(&name, true);
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
     fn unsubscribe(
         &mut self,
         conn: ConnId,
@@ -562,6 +593,10 @@ impl Broker {
     }
 
     fn leave_room(&mut self, sub: &Membership, conn: ConnId) {
+        if sub.pending {
+            // Not a member yet: the owner's answer finds it gone.
+            return;
+        }
         let subs = &mut self.subs;
         let last = self.rooms.leave(sub, conn, |moved, room, pos| {
             if let Some(m) = subs.get_mut(&moved) {
@@ -570,23 +605,25 @@ impl Broker {
                 }
             }
         });
-        if last {
-            self.interest(&sub.room, false);
+        if last && !self.inflight.contains_key(&sub.room) {
+            self.lose_interest(&sub.room);
         }
     }
 
-    fn interest(&mut self, room: &RoomName, on: bool) {
+    /// This worker has no subscriber of `room` left: tell the owner.
+    fn lose_interest(&mut self, room: &RoomName) {
         let owner = self.owner_of(room);
         let index = self.settings.index;
         if owner == index {
-            self.owned.interest(room, index, on);
+            self.owned.interest(room, index, false, self.now_ms);
         } else {
-            self.send_to(owner, BusMsg::Interest { room: room.clone(), worker: index, on });
+            self.send_to(owner, BusMsg::Interest { room: room.clone(), worker: index, on: false });
         }
     }
 
-    /// As the room's owner: give the message its sequence number, encode it
-    /// once, and send the same bytes to every worker with subscribers.
+    /// As the room's owner: give the message its offset, encode it once,
+    /// send the same bytes to every worker with subscribers, and keep them
+    /// in the room's history if it has one.
     fn sequence_and_fan_out(
         &mut self,
         room: &str,
@@ -594,15 +631,15 @@ impl Broker {
         payload: Payload,
         out: &mut impl Deliver,
     ) {
-        let Some((seq, workers)) = self.owned.sequence(room) else {
+        let Some(Sequenced { offset, epoch, workers, keep }) = self.owned.sequence(room) else {
             return;
         };
-        let frame = match &payload {
+        let (frame, data_len) = match &payload {
             Payload::Json(data) => {
                 let data = std::str::from_utf8(data).unwrap_or("null");
-                proto::message(room, from, seq, data)
+                (proto::message(room, from, offset, epoch, data), data.len())
             }
-            Payload::Binary(data) => proto::message_binary(room, from, seq, data),
+            Payload::Binary(data) => (proto::message_binary(room, from, offset, data), data.len()),
         };
         let mut local = false;
         let mut shared: Option<RoomName> = None;
@@ -616,6 +653,10 @@ impl Broker {
         }
         if local {
             self.deliver_local(room, &frame, out);
+        }
+        if keep {
+            let binary = matches!(payload, Payload::Binary(_));
+            self.owned.store(room, &frame, from, data_len, binary, self.now_ms);
         }
     }
 
@@ -697,6 +738,8 @@ impl Broker {
         out.deliver(p.origin, &frame);
     }
 }
+
+mod subscribe;
 
 #[cfg(test)]
 mod tests;

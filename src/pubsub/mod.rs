@@ -6,12 +6,14 @@
 //! budget per destination worker (`worker::Bus`).
 
 pub mod broker;
+pub mod history;
 pub mod protocol;
 pub mod room;
 
 use bytes::Bytes;
 
 use crate::id::ConnId;
+use protocol::{Epoch, Since};
 use room::RoomName;
 
 /// A pub/sub message between the brokers of two workers. Sent in batches, one batch per destination per
@@ -42,6 +44,23 @@ pub enum BusMsg {
         worker: usize,
         /// Gained (true) or lost (false).
         on: bool,
+    },
+    /// To the owner: connection `conn` (of worker `conn.worker()`) subscribes
+    /// to `room`; the owner counts that worker as interested and answers
+    /// with [`BusMsg::Subscribed`].
+    Subscribe(Box<SubscribeAsk>),
+    /// From the owner: the room's position when the subscribe took effect,
+    /// and what it recovers.
+    Subscribed(Box<SubscribeAnswer>),
+    /// To the owner: a `history` request of connection `conn`; answered
+    /// with a [`BusMsg::Reply`].
+    History(Box<HistoryAsk>),
+    /// A frame for connection `to` (a reply made by another worker).
+    Reply {
+        /// Target connection.
+        to: ConnId,
+        /// The encoded frame.
+        frame: Bytes,
     },
     /// A direct message for connection `to`.
     Direct {
@@ -93,11 +112,65 @@ impl BusMsg {
             BusMsg::Deliver { frame, .. } => frame.len(),
             BusMsg::Direct { frame, .. } => frame.len(),
             BusMsg::PresenceReply { members, .. } => members.len() * 8,
+            BusMsg::Subscribed(a) => a.replay.iter().map(Bytes::len).sum::<usize>(),
+            BusMsg::Reply { frame, .. } => frame.len(),
+            BusMsg::Subscribe(_) | BusMsg::History(_) => 0,
             BusMsg::Interest { .. }
             | BusMsg::DirectResult { .. }
             | BusMsg::PresenceQuery { .. } => 0,
         }
     }
+}
+
+/// A subscribe on its way to the room's owner.
+#[derive(Debug)]
+pub struct SubscribeAsk {
+    /// The room.
+    pub room: RoomName,
+    /// The subscribing connection.
+    pub conn: ConnId,
+    /// Matches the answer to the subscription waiting for it.
+    pub token: u32,
+    /// Raw JSON request id.
+    pub id: Option<Box<str>>,
+    /// The client's position, to recover from.
+    pub since: Option<Since>,
+}
+
+/// The owner's answer to a [`SubscribeAsk`].
+#[derive(Debug)]
+pub struct SubscribeAnswer {
+    /// The room.
+    pub room: RoomName,
+    /// The subscribing connection.
+    pub conn: ConnId,
+    /// As in the ask.
+    pub token: u32,
+    /// Raw JSON request id.
+    pub id: Option<Box<str>>,
+    /// The room's last offset: the position after the replay.
+    pub offset: u64,
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// With a `since`: whether the messages after it are in `replay`.
+    pub recovered: Option<bool>,
+    /// Recovered frames, oldest first.
+    pub replay: Vec<Bytes>,
+}
+
+/// A `history` request on its way to the room's owner.
+#[derive(Debug)]
+pub struct HistoryAsk {
+    /// The room.
+    pub room: RoomName,
+    /// The asking connection.
+    pub conn: ConnId,
+    /// Raw JSON request id.
+    pub id: Option<Box<str>>,
+    /// Most messages.
+    pub limit: usize,
+    /// Only messages after this position.
+    pub since: Option<Since>,
 }
 
 /// A published payload.
@@ -120,5 +193,17 @@ impl Payload {
     /// True for an empty payload.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_messages_do_not_grow_the_bus_message() {
+        // Every Deliver in a batch is one BusMsg: the subscribe and history
+        // variants are boxed so they do not make each of them bigger.
+        assert!(std::mem::size_of::<BusMsg>() <= 72, "{}", std::mem::size_of::<BusMsg>());
     }
 }

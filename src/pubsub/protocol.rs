@@ -16,6 +16,9 @@ use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 mod numbers;
+mod position;
+
+pub use position::{history, history_item, subscribed, Body, Epoch, Since, MAX_HISTORY_LIMIT};
 
 /// Longest room name, bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
@@ -113,12 +116,25 @@ impl ProtoError {
 /// A valid client request. Borrowed from the message bytes.
 #[derive(Debug)]
 pub enum Request<'a> {
-    /// Join a room.
+    /// Join a room, recovering what was missed after `since`.
     Subscribe {
         /// Request id (raw JSON).
         id: Option<&'a RawValue>,
         /// Room name (validated).
         room: Cow<'a, str>,
+        /// The position the client had, to recover from.
+        since: Option<Since>,
+    },
+    /// Ask for a room's stored messages and position.
+    History {
+        /// Request id (raw JSON).
+        id: Option<&'a RawValue>,
+        /// Room name (validated).
+        room: Cow<'a, str>,
+        /// Most messages in the reply (0..=[`MAX_HISTORY_LIMIT`]).
+        limit: usize,
+        /// Only messages after this position.
+        since: Option<Since>,
     },
     /// Leave a room.
     Unsubscribe {
@@ -169,7 +185,8 @@ impl Request<'_> {
             | Request::Unsubscribe { id, .. }
             | Request::Publish { id, .. }
             | Request::Send { id, .. }
-            | Request::Presence { id, .. } => *id,
+            | Request::Presence { id, .. }
+            | Request::History { id, .. } => *id,
             Request::PublishBinary { .. } => None,
         }
     }
@@ -194,6 +211,10 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
 }
 
 fn string_field<'a>(
@@ -261,7 +282,17 @@ pub fn parse_text(text: &str, max_data: usize) -> Result<Request<'_>, ProtoError
     let id = checked_id(env.id)?;
     let ty = string_field(id, "type", env.ty)?;
     match ty.as_ref() {
-        "subscribe" => Ok(Request::Subscribe { id, room: room_field(id, env.room)? }),
+        "subscribe" => {
+            let room = room_field(id, env.room)?;
+            let since = position::since_field(id, env.since)?;
+            Ok(Request::Subscribe { id, room, since })
+        }
+        "history" => {
+            let room = room_field(id, env.room)?;
+            let limit = position::limit_field(id, env.limit)?;
+            let since = position::since_field(id, env.since)?;
+            Ok(Request::History { id, room, limit, since })
+        }
         "unsubscribe" => Ok(Request::Unsubscribe { id, room: room_field(id, env.room)? }),
         "presence" => Ok(Request::Presence { id, room: room_field(id, env.room)? }),
         "publish" => {
@@ -312,7 +343,7 @@ fn checked_id(id: Option<&RawValue>) -> Result<Option<&RawValue>, ProtoError> {
 
 /// True for `-?(0|[1-9][0-9]*)` with a magnitude of at most [`MAX_ID_INT`],
 /// except `-0`.
-fn safe_integer(text: &str) -> bool {
+pub(super) fn safe_integer(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
     let canonical = !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
@@ -391,7 +422,7 @@ pub fn frame(op: OpData, payload: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn text_frame(json: String) -> Bytes {
+pub(super) fn text_frame(json: String) -> Bytes {
     frame(OpData::Text, json.as_bytes())
 }
 
@@ -424,26 +455,86 @@ fn from_json(from: Option<u64>) -> String {
 }
 
 /// A room delivery, encoded once for every subscriber:
-/// `{"type":"message","room":"...","from":"..."|null,"seq":N,"data":...}`.
-/// `room` must be valid (no escaping needed); `data` is raw JSON.
-pub fn message(room: &str, from: Option<u64>, seq: u64, data: &str) -> Bytes {
-    let from = from_json(from);
-    let mut s = String::with_capacity(64 + room.len() + data.len());
-    let _ = write!(
-        s,
-        r#"{{"type":"message","room":"{room}","from":{from},"seq":{seq},"data":{data}}}"#
-    );
-    text_frame(s)
+/// `{"type":"message","room":"...","from":"..."|null,"offset":N,"epoch":"...","data":...}`.
+/// `room` must be valid (no escaping needed); `data` is raw JSON and ends
+/// the frame but for its closing `}` (the history relies on that).
+///
+/// This runs once per publish: it writes the frame header and the JSON into
+/// one buffer of the exact size, without `fmt`.
+pub fn message(room: &str, from: Option<u64>, offset: u64, epoch: Epoch, data: &str) -> Bytes {
+    const HEAD: &[u8] = br#"{"type":"message","room":""#;
+    const FROM: &[u8] = br#"","from":"#;
+    const OFFSET: &[u8] = br#","offset":"#;
+    const EPOCH: &[u8] = br#","epoch":""#;
+    const DATA: &[u8] = br#"","data":"#;
+    let mut digits = [0u8; 20];
+    let offset = decimal(offset, &mut digits);
+    let mut hex = [0u8; 18];
+    let from: &[u8] = match from {
+        Some(id) => quoted_hex(id, &mut hex),
+        None => b"null",
+    };
+    let len = HEAD.len()
+        + room.len()
+        + FROM.len()
+        + from.len()
+        + OFFSET.len()
+        + offset.len()
+        + EPOCH.len()
+        + 8
+        + DATA.len()
+        + data.len()
+        + 1;
+    let header = FrameHeader { opcode: OpCode::Data(OpData::Text), ..FrameHeader::default() };
+    let mut out = Vec::with_capacity(header.len(len as u64) + len);
+    header.format(len as u64, &mut out).expect("bug: formatting into a Vec cannot fail");
+    for part in [HEAD, room.as_bytes(), FROM, from, OFFSET, offset, EPOCH, &epoch.hex(), DATA] {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
 }
 
-/// A binary room delivery: `0x02, room length, room, seq (u64 BE),
-/// from (u64 BE, 0 = the server), payload`.
-pub fn message_binary(room: &str, from: Option<u64>, seq: u64, payload: &[u8]) -> Bytes {
+/// `n` in decimal, in the tail of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `"<id in lowercase hex>"` (as [`format_conn_id`]), in the tail of `buf`.
+fn quoted_hex(mut id: u64, buf: &mut [u8; 18]) -> &[u8] {
+    let mut i = buf.len() - 1;
+    buf[i] = b'"';
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(id & 15) as usize];
+        id >>= 4;
+        if id == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    buf[i] = b'"';
+    &buf[i..]
+}
+
+/// A binary room delivery: `0x02, room length, room, offset (u64 BE),
+/// from (u64 BE, 0 = the server), payload` (the payload ends the frame).
+/// The epoch is not in it: the client has it from its subscribe's `ack`.
+pub fn message_binary(room: &str, from: Option<u64>, offset: u64, payload: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(2 + room.len() + 16 + payload.len());
     body.put_u8(BIN_MESSAGE);
     body.put_u8(room.len() as u8);
     body.put_slice(room.as_bytes());
-    body.put_u64(seq);
+    body.put_u64(offset);
     body.put_u64(from.unwrap_or(0));
     body.put_slice(payload);
     frame(OpData::Binary, &body)
@@ -644,8 +735,8 @@ mod tests {
     fn messages_are_valid_json_frames() {
         for f in [
             welcome(0xabc),
-            message("r", Some(1), 5, r#"{"a":1}"#),
-            message("r", None, 6, "null"),
+            message("r", Some(1), 5, Epoch(9), r#"{"a":1}"#),
+            message("r", None, 6, Epoch(9), "null"),
             presence(Some("1"), "r", 2, &[1, 2], false),
             direct(Some(3), "[1]"),
         ] {

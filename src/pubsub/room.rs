@@ -4,12 +4,16 @@
 //! which room. Join and leave are O(1): every member remembers its position in
 //! the room's member list, and a leave swaps the last member into the hole.
 //! [`OwnedRooms`]: for the rooms this worker *owns* (by salted hash of the name),
-//! the per-room sequence number and which workers have subscribers, so a
-//! publish is sequenced once and sent only to workers that need it.
+//! the per-room position (offset and epoch) and which workers have
+//! subscribers, so a publish is sequenced once and sent only to workers that
+//! need it; with history on, also the stored messages ([`super::history`]).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use super::history::{History, HistorySettings, RoomLog};
+use super::protocol::Epoch;
 use crate::id::ConnId;
 
 /// A shared room name.
@@ -20,8 +24,11 @@ pub type RoomName = Arc<str>;
 pub struct Membership {
     /// The room.
     pub room: RoomName,
-    /// Index in the room's member list.
+    /// Index in the room's member list; while `pending`, the token of the
+    /// subscribe waiting for the room's owner.
     pub pos: u32,
+    /// Not a member yet: the owner has not answered the subscribe.
+    pub pending: bool,
 }
 
 /// Result of a join.
@@ -90,7 +97,7 @@ impl LocalRooms {
             }
         };
         let list = self.rooms.get_mut(&name).expect("bug: room just looked up");
-        subs.push(Membership { room: name, pos: list.len() as u32 });
+        subs.push(Membership { room: name, pos: list.len() as u32, pending: false });
         list.push(key);
         Joined::New { first }
     }
@@ -132,54 +139,154 @@ impl LocalRooms {
 }
 
 /// A room this worker owns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OwnedRoom {
-    /// Last sequence number given out.
-    pub seq: u64,
+    /// Last offset given out (0: none yet).
+    pub offset: u64,
+    /// The name of this run of offsets.
+    pub epoch: Epoch,
     /// Workers with at least one subscriber, ascending.
     pub workers: Vec<usize>,
+    /// Stored messages, when the room keeps history.
+    pub(super) log: Option<Box<RoomLog>>,
 }
 
-/// The rooms this worker owns.
-#[derive(Default, Debug)]
+/// What [`OwnedRooms::sequence`] decided for one publish.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Sequenced<'a> {
+    /// The message's offset.
+    pub offset: u64,
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// Workers to deliver to.
+    pub workers: &'a [usize],
+    /// Store the frame ([`OwnedRooms::store`]): the room keeps history.
+    pub keep: bool,
+}
+
+/// The rooms this worker owns: their positions, the workers with
+/// subscribers and (see [`super::history`]) their stored messages.
 pub struct OwnedRooms {
-    rooms: HashMap<RoomName, OwnedRoom>,
+    pub(super) rooms: HashMap<RoomName, OwnedRoom>,
+    pub(super) history: History,
+    /// No room keeps history: the hot path skips every history check.
+    pub(super) history_off: bool,
+    epochs: RandomState,
+    minted: u64,
+}
+
+impl Default for OwnedRooms {
+    fn default() -> Self {
+        OwnedRooms::new(HistorySettings::default())
+    }
+}
+
+impl std::fmt::Debug for OwnedRooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedRooms").field("rooms", &self.rooms.len()).finish_non_exhaustive()
+    }
 }
 
 impl OwnedRooms {
+    /// No rooms yet; history kept as `history` says (one worker's share).
+    pub fn new(history: HistorySettings) -> OwnedRooms {
+        OwnedRooms {
+            rooms: HashMap::new(),
+            history_off: history.is_off(),
+            history: History::new(history),
+            epochs: RandomState::new(),
+            minted: 0,
+        }
+    }
+
     /// Worker `worker` gained (`on`) or lost its subscribers in `room`.
-    pub fn interest(&mut self, room: &RoomName, worker: usize, on: bool) {
+    pub fn interest(&mut self, room: &str, worker: usize, on: bool, now_ms: u64) {
+        self.interest_in(room, worker, on, now_ms);
+    }
+
+    pub(super) fn interest_in(&mut self, room: &str, worker: usize, on: bool, now_ms: u64) {
         if on {
-            let r = self.rooms.entry(room.clone()).or_default();
+            if !self.rooms.contains_key(room) {
+                self.create(room);
+            }
+            let Some(r) = self.rooms.get_mut(room) else { return };
             if let Err(i) = r.workers.binary_search(&worker) {
                 r.workers.insert(i, worker);
+            }
+            if let Some(log) = r.log.as_deref_mut() {
+                log.busy();
             }
         } else if let Some(r) = self.rooms.get_mut(room) {
             if let Ok(i) = r.workers.binary_search(&worker) {
                 r.workers.remove(i);
             }
             if r.workers.is_empty() {
-                self.rooms.remove(room);
+                match r.log.as_deref() {
+                    None => self.forget(room),
+                    Some(log) if log.is_empty() => self.mark_idle(room, now_ms),
+                    Some(_) => {}
+                }
             }
         }
     }
 
-    /// Sequences one publish: the new seq and the workers to deliver to
-    /// (None when nobody is subscribed anywhere).
-    pub fn sequence(&mut self, room: &str) -> Option<(u64, &[usize])> {
+    /// Sequences one publish: the next offset and the workers to deliver to.
+    /// `None` when nobody is subscribed anywhere and the room keeps no
+    /// history (the message goes nowhere).
+    pub fn sequence(&mut self, room: &str) -> Option<Sequenced<'_>> {
+        if !self.history_off && !self.rooms.contains_key(room) {
+            self.history.settings.class_of(room)?;
+            self.create(room);
+        }
         let r = self.rooms.get_mut(room)?;
-        r.seq += 1;
-        Some((r.seq, &r.workers))
+        r.offset += 1;
+        Some(Sequenced {
+            offset: r.offset,
+            epoch: r.epoch,
+            workers: &r.workers,
+            keep: r.log.is_some(),
+        })
     }
 
-    /// Rooms owned here with subscribers somewhere.
+    /// Rooms owned here with subscribers somewhere or a kept position.
     pub fn len(&self) -> usize {
         self.rooms.len()
     }
 
-    /// True when no owned room has subscribers.
+    /// True when no room is owned here.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+
+    /// A new epoch: 32 bits from a per-process random key and a counter.
+    pub(super) fn mint_epoch(&mut self) -> Epoch {
+        self.minted += 1;
+        Epoch(self.epochs.hash_one(self.minted) as u32)
+    }
+
+    /// A new room at offset 0 with a new epoch, with a log if it keeps
+    /// history.
+    pub(super) fn create(&mut self, room: &str) -> &mut OwnedRoom {
+        let epoch = self.mint_epoch();
+        let name: RoomName = Arc::from(room);
+        let log = self.history.settings.class_of(room).map(|class| {
+            self.history.bytes += History::room_cost(room);
+            Box::new(RoomLog::new(name.clone(), class))
+        });
+        let r = OwnedRoom { offset: 0, epoch, workers: Vec::new(), log };
+        self.rooms.entry(name).or_insert(r)
+    }
+
+    /// Drops a room's state; its next position starts a new epoch.
+    pub(super) fn forget(&mut self, room: &str) {
+        let Some(r) = self.rooms.remove(room) else { return };
+        if let Some(log) = r.log {
+            self.history.bytes -= History::room_cost(room);
+            debug_assert!(log.is_empty(), "bug: forgetting a room with stored messages");
+        }
+        if self.rooms.capacity() > 64 && self.rooms.len() < self.rooms.capacity() / 4 {
+            self.rooms.shrink_to(self.rooms.len() * 2);
+        }
     }
 }
 
@@ -231,15 +338,21 @@ mod tests {
     #[test]
     fn owned_rooms_sequence_per_room_and_track_workers() {
         let mut owned = OwnedRooms::default();
-        let r: RoomName = Arc::from("r");
         assert!(owned.sequence("r").is_none(), "nobody subscribed: nothing to do");
-        owned.interest(&r, 2, true);
-        owned.interest(&r, 0, true);
-        owned.interest(&r, 2, true);
-        assert_eq!(owned.sequence("r").unwrap(), (1, &[0usize, 2][..]));
-        assert_eq!(owned.sequence("r").unwrap().0, 2);
-        owned.interest(&r, 0, false);
-        owned.interest(&r, 2, false);
+        owned.interest("r", 2, true, 0);
+        owned.interest("r", 0, true, 0);
+        owned.interest("r", 2, true, 0);
+        let s = owned.sequence("r").unwrap();
+        assert_eq!((s.offset, s.workers, s.keep), (1, &[0usize, 2][..], false));
+        let epoch = s.epoch;
+        assert_eq!(owned.sequence("r").unwrap().offset, 2);
+        owned.interest("r", 0, false, 0);
+        owned.interest("r", 2, false, 0);
         assert!(owned.is_empty());
+        // Without history the position is not kept: a new run, a new epoch.
+        owned.interest("r", 1, true, 0);
+        let s = owned.sequence("r").unwrap();
+        assert_eq!(s.offset, 1);
+        assert_ne!(s.epoch, epoch);
     }
 }

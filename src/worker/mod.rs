@@ -279,6 +279,9 @@ impl Worker {
             presence_max_members: settings.presence_max_members,
             max_data_bytes: settings.max_data_bytes,
             query_timeout_ms: QUERY_TIMEOUT_MS,
+            history: settings.history.clone(),
+            // A replay leaves room in the write queue for live messages.
+            max_replay_bytes: settings.max_queue_bytes / 2,
             ..BrokerSettings::new(index, workers, hasher)
         });
         Ok(Worker {
@@ -461,6 +464,10 @@ impl Worker {
         s.requests_refused = b.requests_refused;
         s.query_timeouts = b.query_timeouts + self.metrics_timeouts;
         s.forbidden = b.forbidden;
+        s.history_bytes = b.history_bytes;
+        s.history_messages = b.history_messages;
+        s.history_evictions =
+            [b.history_evictions.size, b.history_evictions.ttl, b.history_evictions.bytes];
         s.bus_bytes = self.bus.in_flight(self.index) as u64;
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.queued_bytes() as u64).sum();
         s.compressed = self.core.host.deflate.compressed;

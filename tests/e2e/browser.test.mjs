@@ -7,7 +7,8 @@ import path from "node:path";
 import { Server, launch, openSockets, publish } from "./harness.mjs";
 
 // Two workers, so rooms and the dashboard's numbers span workers;
-// compression on, so the browser's own permessage-deflate offer is tested.
+// compression on, so the browser's own permessage-deflate offer is tested;
+// history on, so a page that reconnects can recover.
 const CONFIG = `
 [server]
 workers = 2
@@ -16,6 +17,9 @@ summary_interval_ms = 0
 [compression]
 enabled = true
 threshold_bytes = 16
+[pubsub]
+history_size = 100
+history_ttl_ms = 300000
 `;
 
 const SHOTS = process.env.SCREENSHOT_DIR;
