@@ -86,6 +86,7 @@ fn secured() -> wsedge::Server {
             subscribe: vec!["*".into()],
             publish: vec!["*".into()],
             publish_api: false,
+            admin: false,
         }];
         c.security.allowed_origins = vec!["https://app.example.com".into()];
     }))
