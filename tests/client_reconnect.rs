@@ -64,7 +64,9 @@ fn a_restarted_server_gets_the_client_back_resubscribed() {
     until(&mut sub, |e| matches!(e, Event::Connected { count: 2 }).then_some(()));
     // A server without history cannot replay: the room is resubscribed and
     // the application is told it may have missed messages.
-    until(&mut sub, |e| matches!(e, Event::NotRecovered { room } if room == "lobby").then_some(()));
+    until(&mut sub, |e| {
+        matches!(e, Event::NotRecovered { room, .. } if room == "lobby").then_some(())
+    });
 
     // The new server numbers the room from 1 again; that is not taken for
     // a duplicate of the old server's message 1.

@@ -92,15 +92,13 @@ fn run_until(
                     panic!("client {i} stopped: {reason} ({next:?})")
                 }
                 Event::Subscribed { .. } => t.subscribed = true,
-                Event::Recovered { .. } | Event::NotRecovered { .. } => {
-                    let recovered = matches!(ev, Event::Recovered { .. });
-                    t.recovered = Some(recovered);
-                    let room = format!("storm-{}", rooms[i]);
-                    let pos = driver.session(SessionId(i)).and_then(|s| s.rooms().position(&room));
-                    if !recovered {
-                        t.offsets.clear();
-                        t.resub_position = pos.and_then(|(last, epoch)| epoch.and(last));
-                    }
+                Event::Recovered { .. } => t.recovered = Some(true),
+                Event::NotRecovered { offset, epoch, .. } => {
+                    t.recovered = Some(false);
+                    // The position the ack gave (read from the event: the
+                    // session may have taken later deliveries meanwhile).
+                    t.offsets.clear();
+                    t.resub_position = epoch.as_ref().and(offset);
                 }
                 Event::Delivery(d) => {
                     if d.data.get().contains("final") {

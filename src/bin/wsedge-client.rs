@@ -620,9 +620,10 @@ impl Run<'_> {
                     eprintln!("wsedge-client: {room}: recovered the messages missed");
                 }
             }
-            Event::NotRecovered { room } => {
+            Event::NotRecovered { room, offset, epoch } => {
                 if json {
-                    self.json_line(json!({"event": "not_recovered", "room": room}));
+                    let ev = json!({"event": "not_recovered", "room": room, "offset": offset, "epoch": epoch});
+                    self.json_line(ev);
                 } else {
                     eprintln!("wsedge-client: {room}: messages may have been missed while away");
                 }

@@ -195,6 +195,12 @@ pub enum Event {
     NotRecovered {
         /// The room.
         room: String,
+        /// Where the room continues: its offset when the subscription took
+        /// effect (deliveries follow from `offset + 1`); `None` from a
+        /// server without history.
+        offset: Option<u64>,
+        /// The room's epoch (`None` without history).
+        epoch: Option<String>,
     },
     /// Something failed that does not end the connection (a subscribe the
     /// server refused).

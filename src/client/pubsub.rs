@@ -47,8 +47,15 @@ pub enum AckOutcome {
     /// A resubscribe recovered: the missed messages follow.
     Recovered,
     /// A resubscribe did not recover (epoch changed, history too short, or
-    /// a server without history): the application should refetch.
-    NotRecovered,
+    /// a server without history): the application should refetch. The room
+    /// continues from the ack's position (`offset`, `epoch`; none from a
+    /// server without history).
+    NotRecovered {
+        /// The room's offset when the subscription took effect.
+        offset: Option<u64>,
+        /// The room's epoch.
+        epoch: Option<String>,
+    },
     /// The server refused the subscribe (`code`, `message` from its error).
     Refused {
         /// Error code (PROTOCOL.md).
@@ -237,7 +244,7 @@ impl Rooms {
     ) -> AckOutcome {
         let Some(r) = self.rooms.get_mut(room) else {
             // Unsubscribed meanwhile.
-            return AckOutcome::NotRecovered;
+            return AckOutcome::NotRecovered { offset, epoch };
         };
         r.acked = true;
         if resub && recovered == Some(true) && epoch.is_some() && epoch == r.epoch {
@@ -249,7 +256,7 @@ impl Rooms {
         r.last = if epoch.is_some() { offset } else { None };
         r.epoch = epoch.clone();
         if resub {
-            AckOutcome::NotRecovered
+            AckOutcome::NotRecovered { offset: r.last, epoch }
         } else {
             AckOutcome::Subscribed { offset, epoch }
         }
@@ -355,7 +362,7 @@ mod tests {
         );
         assert!(matches!(
             rooms.handle_text(&ack),
-            Sorted::Ack { outcome: AckOutcome::NotRecovered, .. }
+            Sorted::Ack { outcome: AckOutcome::NotRecovered { .. }, .. }
         ));
         let m = r#"{"type":"message","room":"r","offset":3,"epoch":"b","data":1}"#;
         assert_eq!(deliver(&mut rooms, m), Some(3));
@@ -379,7 +386,7 @@ mod tests {
         let ack = format!(r#"{{"type":"ack","id":"{}"}}"#, id_of(&req));
         assert!(matches!(
             rooms.handle_text(&ack),
-            Sorted::Ack { outcome: AckOutcome::NotRecovered, .. }
+            Sorted::Ack { outcome: AckOutcome::NotRecovered { .. }, .. }
         ));
         // The restarted server's seq 1 is a new message, not a duplicate.
         assert_eq!(deliver(&mut rooms, &m(1)), Some(1));

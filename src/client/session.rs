@@ -296,7 +296,9 @@ impl Session {
             Sorted::Ack { room, outcome } => self.events.push_back(match outcome {
                 AckOutcome::Subscribed { .. } => Event::Subscribed { room },
                 AckOutcome::Recovered => Event::Recovered { room },
-                AckOutcome::NotRecovered => Event::NotRecovered { room },
+                AckOutcome::NotRecovered { offset, epoch } => {
+                    Event::NotRecovered { room, offset, epoch }
+                }
                 AckOutcome::Refused { code, message } => {
                     Event::Error(format!("subscribe to {room} refused: {code}: {message}"))
                 }
