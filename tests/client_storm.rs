@@ -60,7 +60,6 @@ struct Track {
 fn run_until(
     driver: &mut Driver,
     tracks: &mut [Track],
-    rooms: &[usize],
     kill: &mut Option<Instant>,
     limit: Duration,
     publisher: Option<(SessionId, &mut Publisher)>,
@@ -194,7 +193,7 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
     }
     let mut tracks: Vec<Track> = (0..CLIENTS).map(|_| Track::default()).collect();
     let mut kill = None;
-    run_until(&mut driver, &mut tracks, &rooms, &mut kill, PHASE_LIMIT, None, |t| {
+    run_until(&mut driver, &mut tracks, &mut kill, PHASE_LIMIT, None, |t| {
         t.iter().all(|x| x.subscribed)
     });
 
@@ -205,7 +204,7 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
     let server = start(&config(2, |c| c.server.listen = addr));
     let restarted_at = Instant::now();
     let mut kill = None;
-    run_until(&mut driver, &mut tracks, &rooms, &mut kill, PHASE_LIMIT, None, |t| {
+    run_until(&mut driver, &mut tracks, &mut kill, PHASE_LIMIT, None, |t| {
         t.iter().all(|x| x.connected >= 1)
     });
 
@@ -216,15 +215,9 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
     let pid = driver.add(Arc::new(pcfg));
     let mut publisher =
         Publisher { next_at: Instant::now(), round: 0, finish: false, finished: false };
-    run_until(
-        &mut driver,
-        &mut tracks,
-        &rooms,
-        &mut kill,
-        PHASE_LIMIT,
-        Some((pid, &mut publisher)),
-        |t| t.iter().all(|x| x.connected >= 2 && x.recovered.is_some()),
-    );
+    run_until(&mut driver, &mut tracks, &mut kill, PHASE_LIMIT, Some((pid, &mut publisher)), |t| {
+        t.iter().all(|x| x.connected >= 2 && x.recovered.is_some())
+    });
     let back = Instant::now();
     // Two more rounds after everyone is back, then the final one.
     while publisher.round < 2 + publisher.round.min(1)
@@ -233,7 +226,6 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
         run_until(
             &mut driver,
             &mut tracks,
-            &rooms,
             &mut kill,
             PHASE_LIMIT,
             Some((pid, &mut publisher)),
@@ -242,15 +234,9 @@ fn five_thousand_clients_come_back_spread_out_and_resubscribed() {
         driver.turn(Some(Duration::from_millis(50))).unwrap();
     }
     publisher.finish = true;
-    run_until(
-        &mut driver,
-        &mut tracks,
-        &rooms,
-        &mut kill,
-        PHASE_LIMIT,
-        Some((pid, &mut publisher)),
-        |t| t.iter().all(|x| x.done),
-    );
+    run_until(&mut driver, &mut tracks, &mut kill, PHASE_LIMIT, Some((pid, &mut publisher)), |t| {
+        t.iter().all(|x| x.done)
+    });
 
     // 1. Spread over the window, not a spike: the delays drawn.
     let bucket = WINDOW / BUCKETS as u32;
