@@ -85,8 +85,12 @@ const CA: Opt = val(
     Default::None,
     "wss://: PEM certificate(s) to trust (the server's, or its CA); required for wss://",
 );
-const TLS_VERSIONS: Opt =
-    val("tls", "V", Default::Value("any"), "wss://: TLS versions offered: 1.2, 1.3 or any");
+const TLS_VERSIONS: Opt = val(
+    "tls",
+    "V",
+    Default::Computed("any: both, the server picks"),
+    "wss://: TLS versions offered: 1.2, 1.3 or any",
+);
 const RESUME: Opt = switch(
     "resume",
     "wss://: resume TLS sessions (1.3 tickets / PSK, 1.2 session ids); off: every handshake is full",

@@ -141,7 +141,7 @@ impl Config {
             let ca = a.text("ca").ok_or_else(|| {
                 format!("{url}: wss:// needs --ca FILE (the PEM certificate to trust)")
             })?;
-            let versions = Versions::parse(&a.num::<String>("tls")?)?;
+            let versions = Versions::parse(a.text("tls").as_deref().unwrap_or("any"))?;
             let resume = a.switch("resume");
             let client = crate::tls::client_config(&ca, versions, resume)?;
             cfg.tls = Some(TlsCfg { client, versions, resume });
