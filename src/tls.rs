@@ -287,8 +287,6 @@ fn alert(tls: &mut TlsConn, buf: &mut [u8]) {
 enum Step {
     /// Every whole record is processed; more bytes are needed.
     NeedMore,
-    /// The caller said stop; records may be left.
-    Stopped,
     /// The peer's close_notify was processed.
     PeerClosed,
 }
@@ -324,9 +322,10 @@ impl<S: Read + Write> TlsIo<'_, S> {
     }
 
     /// Reads records from the socket and hands the plaintext of each to
-    /// `deliver`, until the socket is drained, `deliver` returns false (stop:
-    /// what is left waits in the connection), the read cap is hit, or the
-    /// peer closed. `drain_all`: the peer's FIN was seen, so read on to the
+    /// `deliver`, until the socket is drained, `deliver` returned false (no
+    /// more socket reads this turn; the whole records already read are still
+    /// delivered, at most one read's worth, so only part of a record ever
+    /// waits in the connection), the read cap is hit, or the peer closed. `drain_all`: the peer's FIN was seen, so read on to the
     /// end of the stream (no readiness edge follows it). Handshake records
     /// rustls answers go out on the way. A protocol error sends the alert
     /// and fails.
@@ -348,6 +347,13 @@ impl<S: Read + Write> TlsIo<'_, S> {
         let mut eof = false;
         // A short read drained the socket: process what came, then stop.
         let mut drained = false;
+        // `deliver` has not asked to stop.
+        let want_more = std::cell::Cell::new(true);
+        let mut deliver = |p: &[u8]| {
+            if !deliver(p) {
+                want_more.set(false);
+            }
+        };
         let outcome = loop {
             let (used, step) = match self.process(start, end, &mut deliver) {
                 Ok(r) => r,
@@ -359,8 +365,8 @@ impl<S: Read + Write> TlsIo<'_, S> {
             start += used;
             match step {
                 Step::PeerClosed => break TlsRead::Eof,
-                Step::Stopped => break TlsRead::More,
                 Step::NeedMore if eof => break TlsRead::Eof,
+                Step::NeedMore if !want_more.get() => break TlsRead::More,
                 Step::NeedMore if drained => break TlsRead::Drained,
                 Step::NeedMore => {}
             }
@@ -399,7 +405,7 @@ impl<S: Read + Write> TlsIo<'_, S> {
         &mut self,
         start: usize,
         end: usize,
-        deliver: &mut impl FnMut(&[u8]) -> bool,
+        deliver: &mut impl FnMut(&[u8]),
     ) -> io::Result<(usize, Step)> {
         let tls = &mut *self.tls;
         let mut used = 0;
@@ -415,13 +421,12 @@ impl<S: Read + Write> TlsIo<'_, S> {
             };
             let step = match state {
                 ConnectionState::ReadTraffic(mut rt) => {
-                    let mut go = true;
                     let mut failed = None;
                     while let Some(rec) = rt.next_record() {
                         match rec {
                             Ok(rec) => {
                                 discard += rec.discard;
-                                go &= deliver(rec.payload);
+                                deliver(rec.payload);
                             }
                             Err(e) => {
                                 failed = Some(e);
@@ -433,7 +438,7 @@ impl<S: Read + Write> TlsIo<'_, S> {
                         alert(tls, &mut self.scratch.rx[start + used..end]);
                         return Err(tls_error(e));
                     }
-                    (!go).then_some(Step::Stopped)
+                    None
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
                     encode_into(&mut e, &mut tls.tx)?;
@@ -480,15 +485,17 @@ impl<S: Read + Write> TlsIo<'_, S> {
             return;
         }
         self.tls.closed = true;
-        let UnbufferedStatus { state, .. } = self.tls.conn.process_tls_records(&mut []);
+        let tls = &mut *self.tls;
+        let UnbufferedStatus { discard, state } = tls.conn.process_tls_records(&mut tls.rx);
         if let Ok(ConnectionState::WriteTraffic(mut wt)) = state {
-            let at = self.tls.tx.len();
-            self.tls.tx.resize(at + RECORD_OVERHEAD, 0);
-            match wt.queue_close_notify(&mut self.tls.tx[at..]) {
-                Ok(n) => self.tls.tx.truncate(at + n),
-                Err(_) => self.tls.tx.truncate(at),
+            let at = tls.tx.len();
+            tls.tx.resize(at + RECORD_OVERHEAD, 0);
+            match wt.queue_close_notify(&mut tls.tx[at..]) {
+                Ok(n) => tls.tx.truncate(at + n),
+                Err(_) => tls.tx.truncate(at),
             }
         }
+        tls.rx.drain(..discard.min(tls.rx.len()));
         let _ = self.flush_records();
     }
 
@@ -529,11 +536,17 @@ impl<S: Read + Write> Write for TlsIo<'_, S> {
         }
         let tls = &mut *self.tls;
         let scratch = &mut *self.scratch;
-        let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(&mut []);
+        // The bytes carried from the last read go in, not an empty slice:
+        // rustls's reassembly of a handshake message split over records
+        // (a post-handshake KeyUpdate, say) points into them. They hold no
+        // whole record (`read` delivers those), so rustls answers
+        // WriteTraffic without consuming any.
+        let UnbufferedStatus { discard, state } = tls.conn.process_tls_records(&mut tls.rx);
         let mut wt = match state.map_err(tls_error)? {
             ConnectionState::WriteTraffic(wt) => wt,
             _ => return Err(io::ErrorKind::BrokenPipe.into()),
         };
+        debug_assert_eq!(discard, 0, "bug: a whole record was left unread");
         let mut end = 0;
         let mut taken = 0;
         scratch.plain.clear();

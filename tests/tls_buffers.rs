@@ -173,6 +173,23 @@ fn a_socket_that_takes_little_keeps_sealed_records_until_writable() {
     for _ in 0..4 {
         exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
     }
+    // Part of a record waits in the connection while the server writes.
+    c.writer().write_all(b"abc").unwrap();
+    let mut record = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut record).unwrap();
+    }
+    pipe.inbound.extend_from_slice(&record[..3]);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.read(false, |_| panic!("no whole record yet")).unwrap(), TlsRead::Drained);
+    assert!(s.buffered_bytes() > 0);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.write(b"meanwhile").unwrap(), 9);
+    pipe.inbound.extend_from_slice(&record[3..]);
+    let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    assert_eq!(back, b"meanwhile");
+    assert!(got.ends_with(b"abc"), "{got:?}");
+
     let data = vec![0x5au8; 200_000];
     pipe.room = 1000;
     let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
