@@ -2,18 +2,33 @@
 //!
 //! [`load_server_config`] builds the shared rustls `ServerConfig` (TLS 1.2 and
 //! 1.3, ALPN `http/1.1`) from PEM files, naming the file in every error.
-//! [`TlsIo`] pumps one connection: encrypted bytes in with `read_tls` /
-//! `process_new_packets`, plaintext out through rustls's writer, records out
-//! with `write_tls` until the socket would block. rustls's plaintext buffer is
-//! bounded (64 KiB); when it is full the writer reports `WouldBlock`, so the
-//! connection's own queue and slow-consumer policy apply as for plain TCP.
+//!
+//! A connection's TLS state is a [`TlsConn`]: rustls's *unbuffered*
+//! `UnbufferedServerConnection` (the state machine and the record keys, no
+//! buffers of its own) plus three byte queues that are empty, and hold no
+//! allocation, while the connection is idle: TLS bytes that are not yet a
+//! whole record, sealed records the socket did not take, and plaintext
+//! written before the handshake finished. The buffers a turn works in belong
+//! to the worker ([`TlsScratch`], one per worker), so an idle `wss://`
+//! connection costs the rustls state and nothing more (BENCHMARKS.md, "TLS").
+//!
+//! [`TlsIo`] pumps one connection over its socket (or any `Read + Write`,
+//! as in the fuzz harness): [`TlsIo::read`] reads records, decrypts them in
+//! the worker's buffer and hands each record's plaintext to the caller;
+//! writing plaintext seals it into records (small slices gathered into one
+//! record, at most 64 KiB of plaintext per call) and writes them at once; the
+//! records the socket does not take wait in the connection ([`TlsIo::flush_records`]),
+//! and while they wait a write reports `WouldBlock`, so the connection's own
+//! queue and slow-consumer policy apply as for plain TCP.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::ServerConfig;
 
 /// Why the TLS listener's certificate and key cannot be used. Each error
 /// names the config field and the file.
@@ -93,75 +108,413 @@ pub fn load_server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerC
     Ok(Arc::new(config))
 }
 
-/// Outcome of reading from a TLS connection.
+/// What [`TlsIo::read`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TlsRead {
-    /// Plaintext bytes were placed in the buffer.
-    Data(usize),
-    /// Nothing more now.
-    WouldBlock,
-    /// The peer closed (close_notify or TCP EOF).
+    /// The socket is drained (it would block, or a short read said so);
+    /// the next readiness edge brings the connection back.
+    Drained,
+    /// Stopped with more to read: the caller's `deliver` said stop, or the
+    /// turn's read cap was hit. Read again when the connection wants to.
+    More,
+    /// The peer closed (close_notify or TCP EOF), after everything before it
+    /// was delivered.
     Eof,
 }
 
-/// One connection's TLS state over its socket.
+/// Plaintext accepted by one write at most (sealed into records of up to
+/// 16 KiB each), and plaintext held before the handshake finishes at most.
+const MAX_PLAIN_PER_WRITE: usize = 64 << 10;
+/// Slices at least this long are sealed in place; shorter ones are gathered
+/// with their neighbours into one record.
+const GATHER_BELOW: usize = 4 << 10;
+/// Largest TLS plaintext fragment (RFC 8446 5.1: 2^14 bytes).
+const MAX_FRAGMENT: usize = 16 << 10;
+/// Room for one record's header, content type, padding and tag, generously.
+const RECORD_OVERHEAD: usize = 64;
+/// Socket reads per turn at most (then others get a go).
+const MAX_READS_PER_TURN: usize = 4;
+/// Bytes read from the socket per read.
+const READ_SIZE: usize = 64 << 10;
+/// Largest TLS record on the wire: 2^14 plaintext plus 2048 (RFC 8446 5.2
+/// allows 2^14 + 256; TLS 1.2's RFC 5246 6.2.3, 2^14 + 2048).
+const MAX_RECORD: usize = MAX_FRAGMENT + 2048 + 5;
+
+/// One connection's TLS state: rustls's state machine and keys, and the
+/// bytes that wait between turns (none while idle).
+pub struct TlsConn {
+    conn: UnbufferedServerConnection,
+    /// TLS bytes read and not yet processed: part of a record, or records
+    /// left while the connection did not want to read.
+    rx: Vec<u8>,
+    /// Sealed records the socket has not taken yet.
+    tx: Vec<u8>,
+    /// Plaintext written before the handshake finished (a refusal made at
+    /// accept), sealed once it has.
+    early: Vec<u8>,
+    /// The handshake is done: application data can be sealed.
+    ready: bool,
+    /// close_notify was sealed: nothing more is written.
+    closed: bool,
+}
+
+impl TlsConn {
+    /// A connection about to receive a ClientHello.
+    pub fn new(config: Arc<ServerConfig>) -> Result<TlsConn, rustls::Error> {
+        Ok(TlsConn {
+            conn: UnbufferedServerConnection::new(config)?,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            early: Vec::new(),
+            ready: false,
+            closed: false,
+        })
+    }
+
+    /// Bytes this connection holds in its queues (capacity), for memory
+    /// accounting: 0 while idle.
+    pub fn buffered_bytes(&self) -> usize {
+        self.rx.capacity() + self.tx.capacity() + self.early.capacity()
+    }
+
+    /// The handshake is done.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+}
+
+/// A worker's TLS buffers, shared by its connections one turn at a time.
+#[derive(Default)]
+pub struct TlsScratch {
+    /// Incoming TLS bytes (whole length initialised; `rx_end` used).
+    rx: Vec<u8>,
+    /// Outgoing records being sealed (whole length initialised).
+    tx: Vec<u8>,
+    /// Small plaintext slices gathered into one record.
+    plain: Vec<u8>,
+}
+
+impl TlsScratch {
+    /// Empty buffers; they grow on first use and stay.
+    pub fn new() -> TlsScratch {
+        TlsScratch::default()
+    }
+}
+
+/// Maps a rustls error to the I/O error that closes the connection.
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Writes `buf[*pos..]` to `sock` until done or it would block.
+fn write_out<S: Write>(sock: &mut S, buf: &[u8], pos: &mut usize) -> io::Result<()> {
+    while *pos < buf.len() {
+        match sock.write(&buf[*pos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Appends one handshake record rustls asks to send to `tx`.
+fn encode_into(
+    e: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::server::ServerConnectionData>,
+    tx: &mut Vec<u8>,
+) -> io::Result<()> {
+    let at = tx.len();
+    let need = match e.encode(&mut []) {
+        Err(EncodeError::InsufficientSize(s)) => s.required_size,
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(io::Error::other(e.to_string())),
+    };
+    tx.resize(at + need, 0);
+    match e.encode(&mut tx[at..]) {
+        Ok(n) => {
+            tx.truncate(at + n);
+            Ok(())
+        }
+        Err(e) => {
+            tx.truncate(at);
+            Err(io::Error::other(e.to_string()))
+        }
+    }
+}
+
+/// Seals `plain` into records at `out[*end..]`, growing `out` if needed.
+fn seal(
+    wt: &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+    end: &mut usize,
+) -> io::Result<()> {
+    if plain.is_empty() {
+        return Ok(());
+    }
+    let bound = plain.len() + plain.len().div_ceil(MAX_FRAGMENT) * RECORD_OVERHEAD;
+    if out.len() < *end + bound {
+        out.resize(*end + bound, 0);
+    }
+    loop {
+        match wt.encrypt(plain, &mut out[*end..]) {
+            Ok(n) => {
+                *end += n;
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(s)) => out.resize(*end + s.required_size, 0),
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+}
+
+/// After a protocol error: moves the alert rustls queued into `tls.tx`
+/// (the caller writes it) and marks the connection closed. `buf` must be
+/// the bytes the failing call was given: rustls's handshake reassembly
+/// points into them, so any other buffer could send it out of bounds.
+fn alert(tls: &mut TlsConn, buf: &mut [u8]) {
+    tls.closed = true;
+    // The alert comes out first; asking again would only repeat the error.
+    let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(buf);
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
+        let _ = encode_into(&mut e, &mut tls.tx);
+    }
+}
+
+/// What one pass over the received bytes ended with.
+enum Step {
+    /// Every whole record is processed; more bytes are needed.
+    NeedMore,
+    /// The peer's close_notify was processed.
+    PeerClosed,
+}
+
+/// One connection's TLS over its socket, with its worker's buffers, for
+/// one turn.
 pub struct TlsIo<'a, S: Read + Write> {
-    /// The rustls connection.
-    pub tls: &'a mut ServerConnection,
+    /// The connection's TLS state.
+    pub tls: &'a mut TlsConn,
     /// The socket.
     pub sock: &'a mut S,
+    /// The worker's buffers.
+    pub scratch: &'a mut TlsScratch,
 }
 
 impl<S: Read + Write> TlsIo<'_, S> {
-    /// Writes pending TLS records to the socket until it would block.
-    /// Returns false if records remain (wait for writable).
+    /// Writes the sealed records waiting in the connection until none is
+    /// left (`Ok(true)`) or the socket would block (`Ok(false)`).
     pub fn flush_records(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(self.sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        if self.tls.tx.is_empty() {
+            return Ok(true);
+        }
+        let mut pos = 0;
+        let res = write_out(self.sock, &self.tls.tx, &mut pos);
+        self.tls.tx.drain(..pos);
+        res?;
+        if self.tls.tx.is_empty() {
+            // Idle connections hold no buffer.
+            self.tls.tx = Vec::new();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads records from the socket and hands the plaintext of each to
+    /// `deliver`, until the socket is drained, `deliver` returned false (no
+    /// more socket reads this turn; the whole records already read are still
+    /// delivered, at most one read's worth, so only part of a record ever
+    /// waits in the connection), the read cap is hit, or the peer closed. `drain_all`: the peer's FIN was seen, so read on to the
+    /// end of the stream (no readiness edge follows it). Handshake records
+    /// rustls answers go out on the way. A protocol error sends the alert
+    /// and fails.
+    pub fn read(
+        &mut self,
+        drain_all: bool,
+        mut deliver: impl FnMut(&[u8]) -> bool,
+    ) -> io::Result<TlsRead> {
+        let scratch = &mut *self.scratch;
+        if scratch.rx.len() < READ_SIZE + MAX_RECORD {
+            scratch.rx.resize(READ_SIZE + MAX_RECORD, 0);
+        }
+        // Bytes carried from an earlier turn go first.
+        let mut end = self.tls.rx.len();
+        scratch.rx[..end].copy_from_slice(&self.tls.rx);
+        self.tls.rx = Vec::new();
+        let mut start = 0;
+        let mut reads = 0;
+        let mut eof = false;
+        // A short read drained the socket: process what came, then stop.
+        let mut drained = false;
+        // `deliver` has not asked to stop.
+        let want_more = std::cell::Cell::new(true);
+        let mut deliver = |p: &[u8]| {
+            if !deliver(p) {
+                want_more.set(false);
+            }
+        };
+        let outcome = loop {
+            let (used, step) = match self.process(start, end, &mut deliver) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.flush_records();
+                    return Err(e);
+                }
+            };
+            start += used;
+            match step {
+                Step::PeerClosed => break TlsRead::Eof,
+                Step::NeedMore if eof => break TlsRead::Eof,
+                Step::NeedMore if !want_more.get() => break TlsRead::More,
+                Step::NeedMore if drained => break TlsRead::Drained,
+                Step::NeedMore => {}
+            }
+            if reads == MAX_READS_PER_TURN {
+                break TlsRead::More;
+            }
+            // What is left is part of one record: move it to the front.
+            let scratch = &mut *self.scratch;
+            scratch.rx.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            reads += 1;
+            let room = scratch.rx.len() - end;
+            match self.sock.read(&mut scratch.rx[end..]) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    end += n;
+                    drained = n < room && !drain_all;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break TlsRead::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        };
+        if outcome != TlsRead::Eof && start < end {
+            self.tls.rx = self.scratch.rx[start..end].to_vec();
         }
-        Ok(true)
+        // Handshake records and tickets rustls produced on the way.
+        self.flush_records()?;
+        Ok(outcome)
     }
 
-    /// Reads plaintext into `buf`: pulls records off the socket and
-    /// decrypts. A protocol error sends the alert and fails.
-    pub fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<TlsRead> {
+    /// Processes the records in `scratch.rx[start..end]`: returns how many
+    /// bytes were used and why it stopped.
+    fn process(
+        &mut self,
+        start: usize,
+        end: usize,
+        deliver: &mut impl FnMut(&[u8]),
+    ) -> io::Result<(usize, Step)> {
+        let tls = &mut *self.tls;
+        let mut used = 0;
         loop {
-            match self.tls.reader().read(buf) {
-                Ok(0) => return Ok(TlsRead::Eof),
-                Ok(n) => return Ok(TlsRead::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(TlsRead::Eof),
-                Err(e) => return Err(e),
-            }
-            match self.tls.read_tls(self.sock) {
-                Ok(0) => return Ok(TlsRead::Eof),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Handshake messages may be waiting to go out.
-                    self.flush_records()?;
-                    return Ok(TlsRead::WouldBlock);
+            let buf = &mut self.scratch.rx[start + used..end];
+            let UnbufferedStatus { mut discard, state } = tls.conn.process_tls_records(buf);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    alert(tls, &mut self.scratch.rx[start + used..end]);
+                    return Err(tls_error(e));
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            };
+            let step = match state {
+                ConnectionState::ReadTraffic(mut rt) => {
+                    let mut failed = None;
+                    while let Some(rec) = rt.next_record() {
+                        match rec {
+                            Ok(rec) => {
+                                discard += rec.discard;
+                                deliver(rec.payload);
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(e) = failed {
+                        alert(tls, &mut self.scratch.rx[start + used..end]);
+                        return Err(tls_error(e));
+                    }
+                    None
+                }
+                ConnectionState::EncodeTlsData(mut e) => {
+                    encode_into(&mut e, &mut tls.tx)?;
+                    None
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    // The records wait in `tx`; flushed when this turn's read ends.
+                    t.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake => Some(Step::NeedMore),
+                ConnectionState::WriteTraffic(mut wt) => {
+                    if !tls.ready {
+                        tls.ready = true;
+                        if !tls.early.is_empty() {
+                            let mut out = std::mem::take(&mut tls.tx);
+                            let mut n = out.len();
+                            seal(&mut wt, &tls.early, &mut out, &mut n)?;
+                            out.truncate(n);
+                            tls.tx = out;
+                            tls.early = Vec::new();
+                        }
+                    }
+                    Some(Step::NeedMore)
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => Some(Step::PeerClosed),
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected TLS early data",
+                    ))
+                }
+            };
+            used += discard;
+            if let Some(step) = step {
+                return Ok((used, step));
             }
-            if let Err(e) = self.tls.process_new_packets() {
-                // Tell the peer why (the alert), then fail.
-                let _ = self.flush_records();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            self.flush_records()?;
         }
     }
 
-    /// Sends close_notify and flushes what it can.
+    /// Seals close_notify behind what was written and writes what it can.
     pub fn close_notify(&mut self) {
-        self.tls.send_close_notify();
+        if self.tls.closed || !self.tls.ready {
+            return;
+        }
+        self.tls.closed = true;
+        let tls = &mut *self.tls;
+        let UnbufferedStatus { discard, state } = tls.conn.process_tls_records(&mut tls.rx);
+        if let Ok(ConnectionState::WriteTraffic(mut wt)) = state {
+            let at = tls.tx.len();
+            tls.tx.resize(at + RECORD_OVERHEAD, 0);
+            match wt.queue_close_notify(&mut tls.tx[at..]) {
+                Ok(n) => tls.tx.truncate(at + n),
+                Err(_) => tls.tx.truncate(at),
+            }
+        }
+        tls.rx.drain(..discard.min(tls.rx.len()));
         let _ = self.flush_records();
+    }
+
+    /// Before the handshake is done: keeps plaintext (bounded) to seal later.
+    fn write_early(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut taken = 0;
+        for b in bufs {
+            let room = MAX_PLAIN_PER_WRITE.saturating_sub(self.tls.early.len());
+            let n = b.len().min(room);
+            self.tls.early.extend_from_slice(&b[..n]);
+            taken += n;
+            if n < b.len() {
+                break;
+            }
+        }
+        if taken == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
     }
 }
 
@@ -171,21 +524,63 @@ impl<S: Read + Write> Write for TlsIo<'_, S> {
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        // Make room first: records rustls already holds go out before new ones.
-        self.flush_records()?;
+        // Records already sealed go out before new ones.
+        if !self.flush_records()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if self.tls.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if !self.tls.ready {
+            return self.write_early(bufs);
+        }
+        let tls = &mut *self.tls;
+        let scratch = &mut *self.scratch;
+        // The bytes carried from the last read go in, not an empty slice:
+        // rustls's reassembly of a handshake message split over records
+        // (a post-handshake KeyUpdate, say) points into them. They hold no
+        // whole record (`read` delivers those), so rustls answers
+        // WriteTraffic without consuming any.
+        let UnbufferedStatus { discard, state } = tls.conn.process_tls_records(&mut tls.rx);
+        let mut wt = match state.map_err(tls_error)? {
+            ConnectionState::WriteTraffic(wt) => wt,
+            _ => return Err(io::ErrorKind::BrokenPipe.into()),
+        };
+        debug_assert_eq!(discard, 0, "bug: a whole record was left unread");
+        let mut end = 0;
         let mut taken = 0;
+        scratch.plain.clear();
         for b in bufs {
-            let n = self.tls.writer().write(b)?;
+            let n = b.len().min(MAX_PLAIN_PER_WRITE - taken);
+            let part = &b[..n];
+            if n >= GATHER_BELOW {
+                seal(&mut wt, &scratch.plain, &mut scratch.tx, &mut end)?;
+                scratch.plain.clear();
+                seal(&mut wt, part, &mut scratch.tx, &mut end)?;
+            } else {
+                scratch.plain.extend_from_slice(part);
+                if scratch.plain.len() >= MAX_FRAGMENT {
+                    seal(&mut wt, &scratch.plain, &mut scratch.tx, &mut end)?;
+                    scratch.plain.clear();
+                }
+            }
             taken += n;
-            if n < b.len() {
+            if taken == MAX_PLAIN_PER_WRITE {
                 break;
             }
         }
-        self.flush_records()?;
-        if taken == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::ErrorKind::WouldBlock.into());
+        seal(&mut wt, &scratch.plain, &mut scratch.tx, &mut end)?;
+        scratch.plain.clear();
+        let mut pos = 0;
+        let res = write_out(self.sock, &scratch.tx[..end], &mut pos);
+        if pos < end {
+            // The records are sealed: what the socket did not take waits.
+            tls.tx.extend_from_slice(&scratch.tx[pos..end]);
         }
-        Ok(taken)
+        match res {
+            Ok(()) => Ok(taken),
+            Err(e) => Err(e),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

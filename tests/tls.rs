@@ -1,8 +1,12 @@
 //! wss:// over rustls: echo and pub/sub through a real TLS client trusting a
-//! test CA made in the test; a plain-text client on the TLS port is refused
-//! in plain text; `openssl s_client` negotiates TLS 1.3; a client stalled in
-//! the TLS handshake is dropped at the handshake deadline; bad certificate or
-//! key files stop start-up naming the file.
+//! test CA made in the test (TLS 1.3 and 1.2, messages up to 1 MiB); a
+//! plain-text client on the TLS port is refused in plain text; garbage on
+//! the TLS port gets an alert and a close; a last record arriving with the
+//! FIN is delivered and the connection seen as closed; the server's
+//! close_notify ends the stream after its close frame; `openssl s_client`
+//! negotiates TLS 1.3; a client stalled in the TLS handshake is dropped at
+//! the handshake deadline; bad certificate or key files stop start-up
+//! naming the file.
 
 mod common;
 
@@ -53,11 +57,18 @@ impl Pki {
     }
 
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client_config_with(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    }
+
+    fn client_config_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -74,10 +85,14 @@ impl Drop for Pki {
 type TlsWs = tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
 
 fn wss(pki: &Pki, addr: SocketAddr, path: &str) -> TlsWs {
+    wss_with(pki.client_config(), addr, path)
+}
+
+fn wss_with(cfg: Arc<rustls::ClientConfig>, addr: SocketAddr, path: &str) -> TlsWs {
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
     let stream = rustls::StreamOwned::new(conn, sock);
     let (ws, resp) =
         tungstenite::client::client(format!("wss://localhost:{}{path}", addr.port()), stream)
@@ -113,6 +128,69 @@ fn echo_and_pubsub_over_wss() {
     publisher.request(json!({"type":"publish","room":"secure","data":"over tls"}), 2);
     let m = json_of(sub.read().unwrap());
     assert_eq!(m["data"], "over tls");
+}
+
+#[test]
+fn tls12_and_tls13_echo_large_messages_and_close_with_close_notify() {
+    let pki = Pki::new("versions");
+    let server = pki.server();
+    let tls = server.tls_addr().expect("TLS listener");
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut ws = wss_with(pki.client_config_with(&[version]), tls, "/echo");
+        assert_eq!(ws.get_ref().conn.protocol_version(), Some(version.version));
+        // Small messages, several records, and one of 1 MiB (64 records).
+        for size in [1, 16_000, 16_385, 1 << 20] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            ws.send(Message::binary(data.clone())).unwrap();
+            assert_eq!(ws.read().unwrap(), Message::binary(data));
+        }
+        ws.close(None).unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Close(_)) => {}
+                Ok(other) => panic!("{other:?}"),
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // After its close frame the server sends close_notify: the TLS stream
+        // ends cleanly (a FIN without it reads as UnexpectedEof).
+        let mut rest = Vec::new();
+        let end = std::io::Read::read_to_end(ws.get_mut(), &mut rest);
+        assert!(end.is_ok(), "no close_notify: {end:?}");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+}
+
+#[test]
+fn garbage_on_the_tls_port_gets_an_alert_and_a_close() {
+    let pki = Pki::new("garbage");
+    let server = pki.server();
+    // An empty ClientHello, then bytes that are no TLS record at all: each
+    // gets a fatal decode_error alert (RFC 8446 6.2), then the close.
+    for garbage in [&[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00][..], &[0x00; 64]] {
+        let mut raw = Raw::connect(server.tls_addr().unwrap());
+        raw.send(garbage);
+        let reply = raw.read_to_end();
+        assert_eq!(reply, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32], "{garbage:?}");
+    }
+    assert!(eventually(|| server.stats().open == 0));
+    assert_eq!(server.stats().closes(wsedge::metrics::CloseCause::IoError), 2);
+}
+
+#[test]
+fn a_last_record_arriving_with_the_fin_is_delivered_and_the_connection_closed() {
+    let pki = Pki::new("fin");
+    let server = pki.server();
+    let mut ws = wss(&pki, server.tls_addr().unwrap(), "/echo");
+    assert_eq!(server.stats().open, 1);
+    ws.send(Message::text("last words")).unwrap();
+    // The record and the FIN leave together.
+    ws.get_mut().sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("last words"));
+    assert!(ws.read().is_err(), "the server ends the connection after the peer's FIN");
+    assert!(eventually(|| server.stats().open == 0));
+    assert!(server.stats().closes(wsedge::metrics::CloseCause::ClientVanished) == 1);
 }
 
 #[test]

@@ -196,6 +196,9 @@ pub struct Worker {
     core: Core,
     wheel: TimerWheel<usize>,
     scratch: Box<[u8]>,
+    /// TLS buffers the worker's `wss://` connections use one turn at a time
+    /// (`tls::TlsScratch`): an idle TLS connection holds none of its own.
+    tls_scratch: crate::tls::TlsScratch,
     /// Connections that may have more input (read cap hit, or reading resumed).
     ready: Vec<usize>,
     start: Instant,
@@ -301,6 +304,7 @@ impl Worker {
             },
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
             scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            tls_scratch: crate::tls::TlsScratch::new(),
             ready: Vec::new(),
             start: Instant::now(),
             accept_paused: false,

@@ -31,7 +31,7 @@ use crate::conn::{Conn, EndTurn, Host, Route, Transport, NEVER};
 use crate::id::{ConnId, MAX_KEY};
 use crate::metrics::CloseCause;
 use crate::timer::{TimerId, TimerWheel};
-use crate::tls::{looks_like_plain_http, TlsIo, TlsRead};
+use crate::tls::{looks_like_plain_http, TlsConn, TlsIo, TlsRead, TlsScratch};
 
 use super::{Worker, READ_CHUNK};
 
@@ -66,8 +66,9 @@ pub struct Slot<S = TcpStream> {
     pub(super) writable: bool,
     pub(super) dirty: bool,
     pub(super) id: ConnId,
-    /// rustls state for connections accepted on the TLS listener.
-    pub(super) tls: Option<Box<rustls::ServerConnection>>,
+    /// TLS state for connections accepted on the TLS listener (no buffers
+    /// while idle: see `tls.rs`).
+    pub(super) tls: Option<Box<TlsConn>>,
     /// The first byte of a TLS connection was checked for plain HTTP.
     pub(super) tls_sniffed: bool,
     /// Counted by the per-IP limiter (release on close).
@@ -97,11 +98,12 @@ enum Sink<'a> {
 }
 
 fn sink<'a>(
-    tls: &'a mut Option<Box<rustls::ServerConnection>>,
+    tls: &'a mut Option<Box<TlsConn>>,
     sock: &'a mut TcpStream,
+    scratch: &'a mut TlsScratch,
 ) -> Sink<'a> {
     match tls.as_deref_mut() {
-        Some(tls) => Sink::Tls(TlsIo { tls, sock }),
+        Some(tls) => Sink::Tls(TlsIo { tls, sock, scratch }),
         None => Sink::Plain(sock),
     }
 }
@@ -155,7 +157,7 @@ impl<S> Slot<S> {
         conn: Conn,
         peer: SocketAddr,
         id: ConnId,
-        tls: Option<Box<rustls::ServerConnection>>,
+        tls: Option<Box<TlsConn>>,
     ) -> Slot<S> {
         Slot {
             sock,
@@ -317,8 +319,7 @@ impl Worker {
 
     fn add_conn(&mut self, mut sock: TcpStream, peer: SocketAddr, kind: ListenerKind) {
         let tls = match (kind, &self.tls_listener) {
-            (ListenerKind::Tls, Some((_, cfg))) => match rustls::ServerConnection::new(cfg.clone())
-            {
+            (ListenerKind::Tls, Some((_, cfg))) => match TlsConn::new(cfg.clone()) {
                 Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     warn!("worker {}: TLS setup failed for {peer}: {e}", self.index);
@@ -397,7 +398,7 @@ impl Worker {
             slot.read_closed = true;
         }
         if event.is_writable() {
-            let w = &mut sink(&mut slot.tls, &mut slot.sock);
+            let w = &mut sink(&mut slot.tls, &mut slot.sock, &mut self.tls_scratch);
             let done = self.core.host.handle_writable(&mut slot.conn, w);
             slot.writable = done.writable;
             if done.resume_reading {
@@ -498,25 +499,31 @@ impl Worker {
                 Err(_) => return slot.conn.handle_io_error(),
             }
         }
+        if !slot.conn.wants_read() {
+            return;
+        }
+        let Some(tls) = slot.tls.as_deref_mut() else { return };
+        let mut io = TlsIo { tls, sock: &mut slot.sock, scratch: &mut self.tls_scratch };
+        let conn = &mut slot.conn;
         let mut plain = 0;
-        while slot.conn.wants_read() && plain < MAX_READS_PER_TURN * READ_CHUNK {
-            let Some(tls) = slot.tls.as_deref_mut() else { return };
-            let mut io = TlsIo { tls, sock: &mut slot.sock };
-            match io.read_plain(&mut self.scratch) {
-                Ok(TlsRead::Data(n)) => {
-                    plain += n;
-                    slot.conn.handle_input(&self.scratch[..n], &mut core.host.env());
-                }
-                Ok(TlsRead::WouldBlock) => return,
-                Ok(TlsRead::Eof) => return slot.conn.handle_eof(),
-                Err(e) => {
-                    debug!("worker {} conn {}: TLS error: {e}", self.index, slot.id);
-                    return slot.conn.handle_io_error();
+        let read = io.read(slot.read_closed, |p| {
+            plain += p.len();
+            conn.handle_input(p, &mut core.host.env());
+            conn.wants_read() && plain < MAX_READS_PER_TURN * READ_CHUNK
+        });
+        match read {
+            Ok(TlsRead::Drained) => {}
+            Ok(TlsRead::More) => {
+                if slot.conn.wants_read() {
+                    // Read cap hit: come back after the others had their turn.
+                    self.ready.push(key);
                 }
             }
-        }
-        if slot.conn.wants_read() {
-            self.ready.push(key);
+            Ok(TlsRead::Eof) => slot.conn.handle_eof(),
+            Err(e) => {
+                debug!("worker {} conn {}: TLS error: {e}", self.index, slot.id);
+                slot.conn.handle_io_error();
+            }
         }
     }
 
@@ -549,8 +556,11 @@ impl Worker {
             return false;
         };
         let turn = EndTurn { writable: slot.writable, hold_queue: slot.dirty };
-        let done =
-            core.host.end_turn(&mut slot.conn, &mut sink(&mut slot.tls, &mut slot.sock), turn);
+        let done = core.host.end_turn(
+            &mut slot.conn,
+            &mut sink(&mut slot.tls, &mut slot.sock, &mut self.tls_scratch),
+            turn,
+        );
         slot.writable = done.writable;
         if done.resume_reading {
             self.ready.push(key);

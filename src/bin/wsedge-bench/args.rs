@@ -61,7 +61,7 @@ const WS_URL: Opt = val(
     "url",
     "URL",
     Default::Required,
-    "target ws://HOST:PORT/PATH; HOST: an IPv4 literal in 127.0.0.0/8, or localhost",
+    "target ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (TLS); HOST: an IPv4 literal in 127.0.0.0/8, or localhost",
 );
 const THREADS: Opt = val(
     "threads",
@@ -79,6 +79,23 @@ const SOURCES_HELP: &str = "spread source addresses over 127.0.0.1..127.0.0.M";
 const SOURCES_OR_KERNEL: &str =
     "spread source addresses over 127.0.0.1..127.0.0.M; 0 = the kernel's choice";
 
+const CA: Opt = val(
+    "ca",
+    "FILE",
+    Default::None,
+    "wss://: PEM certificate(s) to trust (the server's, or its CA); required for wss://",
+);
+const TLS_VERSIONS: Opt = val(
+    "tls",
+    "V",
+    Default::Computed("any: both, the server picks"),
+    "wss://: TLS versions offered: 1.2, 1.3 or any",
+);
+const RESUME: Opt = switch(
+    "resume",
+    "wss://: resume TLS sessions (1.3 tickets / PSK, 1.2 session ids); off: every handshake is full",
+);
+
 const ECHO_OPTS: &[Opt] = &[
     WS_URL,
     val("conns", "C", Default::Value("100"), "connections"),
@@ -89,6 +106,9 @@ const ECHO_OPTS: &[Opt] = &[
     switch("binary", "echo binary messages instead of text"),
     THREADS,
     val("sources", "M", Default::Value("0"), SOURCES_OR_KERNEL),
+    CA,
+    TLS_VERSIONS,
+    RESUME,
 ];
 
 const TCP_ECHO_OPTS: &[Opt] = &[
@@ -114,6 +134,9 @@ const CONNECT_OPTS: &[Opt] = &[
     val("secs", "T", Default::Value("60"), "time bound, seconds; at most 600"),
     val("sources", "M", Default::Value("16"), SOURCES_HELP),
     THREADS,
+    CA,
+    TLS_VERSIONS,
+    RESUME,
 ];
 
 const IDLE_OPTS: &[Opt] = &[
@@ -140,6 +163,9 @@ const IDLE_OPTS: &[Opt] = &[
         "echo one B-byte binary message per connection before holding; 0 = none, else >= 8",
     ),
     THREADS,
+    CA,
+    TLS_VERSIONS,
+    RESUME,
 ];
 
 const PUBSUB_OPTS: &[Opt] = &[

@@ -61,6 +61,8 @@ pub enum Act {
 /// One client connection: socket, state, read and write buffers.
 pub struct Conn {
     pub sock: TcpStream,
+    /// `wss://`: rustls over `sock`.
+    pub tls: Option<Box<rustls::ClientConnection>>,
     pub st: St,
     /// Read buffer: `r` is fully initialized; live bytes are `r[rs..re]`.
     pub r: Vec<u8>,
@@ -186,6 +188,9 @@ impl Ctx {
 
     /// The attempt resolved as established.
     pub fn established(&mut self, c: &mut Conn, now: u64) {
+        if c.tls.as_deref().is_some_and(crate::tls::resumed) {
+            self.st.resumed += 1;
+        }
         self.set_state(c, St::Open);
         self.resolved += 1;
         self.st.handshakes += 1;
@@ -246,9 +251,15 @@ pub fn op_name(op: u8) -> &'static str {
     }
 }
 
-/// Write `w[wp..]` until done or WouldBlock.
+/// Write `w[wp..]` until done or WouldBlock (over TLS: all of it becomes
+/// records, written until done or WouldBlock).
 pub fn flush(c: &mut Conn, writes: &mut u64) -> io::Result<()> {
-    write_pending(&mut c.sock, &c.w, &mut c.wp, writes)?;
+    if let Some(tls) = c.tls.as_deref_mut() {
+        crate::tls::write_plain(tls, &mut c.sock, &c.w[c.wp..], writes)?;
+        c.wp = c.w.len();
+    } else {
+        write_pending(&mut c.sock, &c.w, &mut c.wp, writes)?;
+    }
     if c.wp < c.w.len() {
         // Would block: keep the rest, dropping what is written once it is large.
         if c.wp > BIG_CHUNK {
@@ -300,14 +311,15 @@ pub fn on_event(ctx: &mut Ctx, c: &mut Conn, idx: usize, ev: &mio::event::Event)
         }
         connected(ctx, c, idx, now);
     }
-    if ev.is_writable() && c.wp < c.w.len() {
+    if ev.is_writable() && (c.wp < c.w.len() || c.tls.as_ref().is_some_and(|t| t.wants_write())) {
         ctx.mark_dirty(c, idx);
     }
     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
         // A short read means the socket is drained (Linux epoll raises a new
         // edge for any data arriving later), unless the peer already closed:
-        // then read on until EOF, for no new edge would come.
-        let drain_all = ev.is_read_closed() || ev.is_error();
+        // then read on until EOF, for no new edge would come. Over TLS a
+        // short read of plaintext says nothing about the socket.
+        let drain_all = ev.is_read_closed() || ev.is_error() || c.tls.is_some();
         return read_loop(ctx, c, idx, now, drain_all);
     }
     Act::Keep
@@ -386,8 +398,17 @@ fn read_loop(ctx: &mut Ctx, c: &mut Conn, idx: usize, now: u64, drain_all: bool)
         let spare = ctx.read_chunk.max(c.need.saturating_sub(buffered));
         ensure_spare(ctx, c, spare);
         let avail = c.r.len() - c.re;
-        ctx.st.reads += 1;
-        match c.sock.read(&mut c.r[c.re..]) {
+        let got = match c.tls.as_deref_mut() {
+            Some(tls) => {
+                let (reads, writes) = (&mut ctx.st.reads, &mut ctx.st.writes);
+                crate::tls::read_plain(tls, &mut c.sock, &mut c.r[c.re..], reads, writes)
+            }
+            None => {
+                ctx.st.reads += 1;
+                c.sock.read(&mut c.r[c.re..])
+            }
+        };
+        match got {
             Ok(0) => return on_eof(ctx, c, now),
             Ok(n) => {
                 c.re += n;

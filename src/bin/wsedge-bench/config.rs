@@ -7,6 +7,7 @@ use std::net::SocketAddrV4;
 
 use crate::args::{Cmd, Given};
 use crate::target::{parse_host_port, parse_target, Target};
+use crate::tls::Versions;
 
 /// Longest run, hold or serve time accepted, seconds.
 const MAX_SECS: f64 = 600.0;
@@ -80,6 +81,27 @@ pub struct Config {
     /// idle: bytes of one binary message each connection echoes before it
     /// counts as established; 0 = none.
     pub echo_first: usize,
+    /// `wss://`: the TLS client configuration.
+    pub tls: Option<TlsCfg>,
+}
+
+/// A `wss://` run's TLS settings.
+#[derive(Debug)]
+pub struct TlsCfg {
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+    pub versions: Versions,
+    pub resume: bool,
+}
+
+impl TlsCfg {
+    /// `1.2`, `1.3` or `any`, as given to `--tls`.
+    pub fn versions_name(&self) -> &'static str {
+        match self.versions {
+            Versions::Tls12 => "1.2",
+            Versions::Tls13 => "1.3",
+            Versions::Any => "any",
+        }
+    }
 }
 
 impl Config {
@@ -113,7 +135,23 @@ impl Config {
             rate: 0.0,
             ready_file: None,
             echo_first: 0,
+            tls: None,
         };
+        if cfg.target.tls {
+            let ca = a.text("ca").ok_or_else(|| {
+                format!("{url}: wss:// needs --ca FILE (the PEM certificate to trust)")
+            })?;
+            let versions = Versions::parse(a.text("tls").as_deref().unwrap_or("any"))?;
+            let resume = a.switch("resume");
+            let client = crate::tls::client_config(&ca, versions, resume)?;
+            cfg.tls = Some(TlsCfg { client, versions, resume });
+        } else if mode != Mode::TcpEcho {
+            for name in ["ca", "resume"] {
+                if a.text(name).is_some() {
+                    return Err(format!("--{name} is for wss:// URLs"));
+                }
+            }
+        }
         match mode {
             Mode::Echo | Mode::TcpEcho => {
                 cfg.conns = check_range("conns", a.num("conns")?, 1, 1_000_000)?;

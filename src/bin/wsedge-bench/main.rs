@@ -25,6 +25,7 @@
 //! - [`pubsub`]: the pub/sub mode (its own loop, wire dialects, accounting).
 //! - [`serve`]: serve-tcp-echo, the raw TCP ceiling server;
 //!   [`serve_fanout`]: serve-tcp-fanout, the raw TCP fan-out ceiling.
+//! - [`tls`]: `wss://` (the rustls client configuration, TLS I/O).
 //! - [`net`], [`sys`]: sockets and OS calls (all the `unsafe` lives there).
 
 // Every `unsafe` block says why it is sound.
@@ -43,6 +44,7 @@ mod serve_fanout;
 mod stats;
 mod sys;
 mod target;
+mod tls;
 mod wire;
 mod worker;
 

@@ -166,6 +166,11 @@ pub fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) ->
     let errors = st.errors();
     let mut j = Json::new(mode);
     j.s("url", url);
+    if let Some(tls) = &cfg.tls {
+        j.s("tls", tls.versions_name())
+            .u("tls_resume", u64::from(tls.resume))
+            .u("resumed", st.resumed);
+    }
     let ok = match cfg.mode {
         Mode::Echo | Mode::TcpEcho => {
             let secs = st.win_secs;
@@ -316,6 +321,15 @@ pub fn report(cfg: &Config, st: &Stats, elapsed: f64, overflows: Option<u64>) ->
         None => {
             j.raw("listen_overflows", "null");
         }
+    }
+    if let Some(tls) = &cfg.tls {
+        println!(
+            "tls           {}, resumption {}: {} of {} handshakes resumed",
+            tls.versions_name(),
+            if tls.resume { "on" } else { "off" },
+            st.resumed,
+            st.handshakes
+        );
     }
     j.f("cpu_s", st.cpu_s, 3)
         .f("busy_max_pct", st.busy_max * 100.0, 1)

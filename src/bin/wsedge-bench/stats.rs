@@ -86,6 +86,8 @@ pub struct Stats {
     pub first: [Option<String>; NKINDS],
     /// Completed handshakes (TCP: established connections).
     pub handshakes: u64,
+    /// Handshakes that resumed a TLS session (`--resume`).
+    pub resumed: u64,
     /// Attempts that failed before being established.
     pub failed: u64,
     /// Attempts that never resolved because the run ended first.
@@ -126,6 +128,7 @@ impl Stats {
             errs: [0; NKINDS],
             first: std::array::from_fn(|_| None),
             handshakes: 0,
+            resumed: 0,
             failed: 0,
             incomplete: 0,
             msgs: 0,
@@ -166,6 +169,7 @@ impl Stats {
             }
         }
         self.handshakes += o.handshakes;
+        self.resumed += o.resumed;
         self.failed += o.failed;
         self.incomplete += o.incomplete;
         self.msgs += o.msgs;

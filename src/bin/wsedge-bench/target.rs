@@ -15,6 +15,10 @@ pub struct Target {
     pub host: String,
     /// Request target: path and query, starting with `/`.
     pub path: String,
+    /// `wss://`: TLS over the connection.
+    pub tls: bool,
+    /// The host without the port: the TLS server name.
+    pub name: String,
 }
 
 fn loopback_ip(host: &str) -> Result<Ipv4Addr, String> {
@@ -57,15 +61,14 @@ pub fn parse_host_port(auth: &str, default_port: Option<u16>) -> Result<SocketAd
     Ok(SocketAddrV4::new(ip, port))
 }
 
-/// Parses `SCHEME://HOST[:PORT][/PATH]`; `scheme` is `ws` or `tcp`.
+/// Parses `SCHEME://HOST[:PORT][/PATH]`; `scheme` is `ws` (which also
+/// accepts `wss`, TLS) or `tcp`.
 pub fn parse_target(url: &str, scheme: &str) -> Result<Target, String> {
     let Some((sch, rest)) = url.split_once("://") else {
         return Err(format!("URL {url:?} must look like {scheme}://127.0.0.1:PORT/"));
     };
-    if sch.eq_ignore_ascii_case("wss") {
-        return Err(format!("URL {url:?}: wss:// (TLS) is not supported"));
-    }
-    if !sch.eq_ignore_ascii_case(scheme) {
+    let tls = scheme == "ws" && sch.eq_ignore_ascii_case("wss");
+    if !tls && !sch.eq_ignore_ascii_case(scheme) {
         return Err(format!("URL {url:?}: scheme must be {scheme}:// for this mode"));
     }
     let (auth, path) = match rest.find(['/', '?']) {
@@ -82,7 +85,11 @@ pub fn parse_target(url: &str, scheme: &str) -> Result<Target, String> {
     if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(format!("URL {url:?}: path contains spaces or control characters"));
     }
-    let default = if scheme == "ws" { Some(80) } else { None };
+    let default = match scheme {
+        "ws" if tls => Some(443),
+        "ws" => Some(80),
+        _ => None,
+    };
     let addr = parse_host_port(auth, default).map_err(|e| format!("URL {url:?}: {e}"))?;
     if addr.port() == 0 {
         return Err(format!("URL {url:?}: port 0 is not a valid target"));
@@ -92,7 +99,8 @@ pub fn parse_target(url: &str, scheme: &str) -> Result<Target, String> {
     } else {
         format!("{auth}:{}", addr.port())
     };
-    Ok(Target { url: url.to_string(), addr, host, path })
+    let name = auth.rsplit_once(':').map_or(auth, |(h, _)| h).to_string();
+    Ok(Target { url: url.to_string(), addr, host, path, tls, name })
 }
 
 #[cfg(test)]
@@ -116,7 +124,7 @@ mod tests {
             "ws://8.8.8.8:80/",
             "ws://example.com:80/",
             "ws://[::1]:80/",
-            "wss://127.0.0.1:443/",
+            "wss://10.0.0.1:443/",
             "http://127.0.0.1:80/",
             "ws://127.0.0.1:0/",
         ] {
@@ -124,6 +132,11 @@ mod tests {
         }
         let e = parse_target("ws://10.1.2.3:9000/", "ws").expect_err("refused");
         assert!(e.contains("loopback"), "{e}");
+        let t = parse_target("wss://localhost/echo", "ws").expect("valid");
+        assert!(t.tls);
+        assert_eq!(t.addr.port(), 443);
+        assert!(!parse_target("ws://127.0.0.1:80/", "ws").expect("valid").tls);
+        assert!(parse_target("wss://127.0.0.1:443/", "tcp").is_err());
         assert!(parse_target("tcp://127.0.0.1:5000", "tcp").is_ok());
         assert!(parse_target("tcp://127.0.0.1", "tcp").is_err());
     }

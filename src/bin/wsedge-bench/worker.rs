@@ -226,6 +226,18 @@ impl Worker {
                 return;
             }
         };
+        let tls = match &cfg.tls {
+            Some(t) => match crate::tls::connect(&t.client, &cfg.target.name) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.ctx.err(ErrKind::HandshakeInvalid, || e);
+                    self.ctx.resolved += 1;
+                    self.ctx.st.failed += 1;
+                    return;
+                }
+            },
+            None => None,
+        };
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -257,6 +269,7 @@ impl Worker {
         };
         let c = Conn {
             sock,
+            tls,
             st: St::Connecting,
             r,
             rs: 0,

@@ -74,6 +74,9 @@ impl PubsubCfg {
         let url = a.required("url")?;
         let tcp = url.to_ascii_lowercase().starts_with("tcp://");
         let target = parse_target(&url, if tcp { "tcp" } else { "ws" })?;
+        if target.tls {
+            return Err(format!("URL {url:?}: pubsub does not speak wss:// (TLS)"));
+        }
         let dialect = match (tcp, a.switch("binary")) {
             (true, true) => return Err("--binary is for ws:// targets".into()),
             (true, false) => Dialect::Tcp,

@@ -1,0 +1,215 @@
+//! The TLS pump (`wsedge::tls`) sans-IO, against a rustls client over an
+//! in-memory socket that hands over a few bytes at a time: records split
+//! anywhere are reassembled, large messages go both ways, and once the
+//! traffic stops the connection holds no buffer of its own (the worker's
+//! `TlsScratch` does the work), whatever it carried before.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use wsedge::tls::{load_server_config, TlsConn, TlsIo, TlsRead, TlsScratch};
+
+/// An in-memory socket: reads at most `chunk` bytes of `inbound` at a time
+/// (then `WouldBlock`), takes `room` bytes more into `outbound` at most
+/// (then `WouldBlock`).
+struct Pipe {
+    inbound: Vec<u8>,
+    outbound: Vec<u8>,
+    chunk: usize,
+    room: usize,
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inbound.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.inbound.len()).min(self.chunk);
+        buf[..n].copy_from_slice(&self.inbound[..n]);
+        self.inbound.drain(..n);
+        Ok(n)
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.outbound.extend_from_slice(&buf[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn configs(tag: &str) -> (Arc<rustls::ServerConfig>, rcgen::Certificate) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let dir = std::env::temp_dir().join(format!("wsedge-tlsbuf-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let cfg = load_server_config(
+        dir.join("cert.pem").to_str().unwrap(),
+        dir.join("key.pem").to_str().unwrap(),
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (cfg, cert)
+}
+
+fn client(
+    cert: &rcgen::Certificate,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::ClientConnection {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut c =
+        rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+    c.set_buffer_limit(None);
+    c
+}
+
+/// Moves the client's records into the pipe, lets the server read them
+/// (delivering plaintext into `got`), and the server's records to the
+/// client; returns the plaintext the client read.
+fn exchange(
+    c: &mut rustls::ClientConnection,
+    s: &mut TlsConn,
+    pipe: &mut Pipe,
+    scratch: &mut TlsScratch,
+    got: &mut Vec<u8>,
+) -> Vec<u8> {
+    while c.wants_write() {
+        c.write_tls(&mut pipe.inbound).unwrap();
+    }
+    loop {
+        let mut io = TlsIo { tls: s, sock: pipe, scratch };
+        let read = io.read(false, |p| {
+            got.extend_from_slice(p);
+            true
+        });
+        match read.unwrap() {
+            TlsRead::Drained if io.sock.inbound.is_empty() => break,
+            TlsRead::Eof => panic!("unexpected end of stream"),
+            _ => {}
+        }
+    }
+    let mut plain = Vec::new();
+    let out = std::mem::take(&mut pipe.outbound);
+    let mut r = &out[..];
+    while !r.is_empty() {
+        c.read_tls(&mut r).unwrap();
+        c.process_new_packets().unwrap();
+        let mut buf = [0u8; 16 << 10];
+        while let Ok(n @ 1..) = c.reader().read(&mut buf) {
+            plain.extend_from_slice(&buf[..n]);
+        }
+    }
+    plain
+}
+
+#[test]
+fn records_split_anywhere_large_messages_and_no_buffer_held_when_idle() {
+    let (cfg, cert) = configs("idle");
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for chunk in [1, 7, 1000, 1 << 20] {
+            let mut c = client(&cert, version);
+            let mut s = TlsConn::new(cfg.clone()).unwrap();
+            let mut scratch = TlsScratch::new();
+            let mut pipe = Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk, room: 1 << 30 };
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+            }
+            assert!(!c.is_handshaking() && s.is_ready(), "{version:?} chunk {chunk}");
+            for size in [5usize, 16_384, 100_000] {
+                let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+                c.writer().write_all(&data).unwrap();
+                got.clear();
+                exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+                assert_eq!(got, data, "{version:?} chunk {chunk} size {size}");
+                // The reply: several slices, small ones gathered.
+                let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+                let mid = size / 2;
+                let mut sent = 0;
+                while sent < size {
+                    let bufs: Vec<io::IoSlice<'_>> = if sent < mid {
+                        vec![io::IoSlice::new(&data[sent..mid]), io::IoSlice::new(&data[mid..])]
+                    } else {
+                        vec![io::IoSlice::new(&data[sent..])]
+                    };
+                    sent += io.write_vectored(&bufs).unwrap();
+                }
+                let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+                assert_eq!(back, data, "{version:?} chunk {chunk} size {size}");
+                assert_eq!(s.buffered_bytes(), 0, "idle after {size} bytes each way");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_socket_that_takes_little_keeps_sealed_records_until_writable() {
+    let (cfg, cert) = configs("slow");
+    let mut c = client(&cert, &rustls::version::TLS13);
+    let mut s = TlsConn::new(cfg.clone()).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    }
+    // Part of a record waits in the connection while the server writes.
+    c.writer().write_all(b"abc").unwrap();
+    let mut record = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut record).unwrap();
+    }
+    pipe.inbound.extend_from_slice(&record[..3]);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.read(false, |_| panic!("no whole record yet")).unwrap(), TlsRead::Drained);
+    assert!(s.buffered_bytes() > 0);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.write(b"meanwhile").unwrap(), 9);
+    pipe.inbound.extend_from_slice(&record[3..]);
+    let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    assert_eq!(back, b"meanwhile");
+    assert!(got.ends_with(b"abc"), "{got:?}");
+
+    let data = vec![0x5au8; 200_000];
+    pipe.room = 1000;
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    // One call takes at most 64 KiB of plaintext; the socket took 1000
+    // bytes of it, the rest is sealed and waits: the next write would block.
+    let n = io.write(&data).unwrap();
+    assert_eq!(n, 64 << 10);
+    assert_eq!(io.write(&data[n..]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    assert!(!io.flush_records().unwrap());
+    io.sock.room = 1 << 30;
+    assert!(io.flush_records().unwrap());
+    let mut sent = n;
+    while sent < data.len() {
+        sent += io.write(&data[sent..]).unwrap();
+    }
+    io.close_notify();
+    let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+    assert_eq!(back.len(), data.len());
+    assert_eq!(s.buffered_bytes(), 0);
+    // close_notify came last: the client's stream ended cleanly.
+    let mut rest = Vec::new();
+    assert_eq!(c.reader().read_to_end(&mut rest).unwrap(), 0);
+}
