@@ -230,6 +230,14 @@ fn main() -> ExitCode {
 
     let addr = server.local_addr();
     println!("wsedge listening on {addr} with {} workers", server.workers());
+    if config.cluster.is_on() {
+        println!(
+            "  cluster:  node {} through {} (key prefix {})",
+            server.node_id(),
+            config.cluster.redis_url,
+            config.cluster.key_prefix
+        );
+    }
     if !config.routes.echo.is_empty() {
         println!("  echo:     ws://{addr}{}", config.routes.echo);
     }

@@ -15,7 +15,7 @@ use log::{info, warn};
 use crate::conn::{AppEvent, HttpRoute, Route};
 use crate::handshake::http_response;
 use crate::id::ConnId;
-use crate::metrics::{render_prometheus, ProcessInfo, Stats};
+use crate::metrics::{render_prometheus, BackplaneInfo, ProcessInfo, Stats};
 use crate::pubsub::broker::{BrokerEvent, Deliver};
 use crate::pubsub::Payload;
 use crate::timer::take_expired;
@@ -120,6 +120,9 @@ impl Worker {
             HttpRoute::Ready if self.shutdown.started.load(Ordering::Relaxed) => {
                 http_response(503, text, b"shutting down\n", &[])
             }
+            HttpRoute::Ready if self.backplane.as_ref().is_some_and(|l| !l.shared.up()) => {
+                http_response(503, text, b"backplane down\n", &[])
+            }
             HttpRoute::Ready => http_response(200, text, b"ready\n", &[]),
             HttpRoute::Metrics => {
                 let mut pending = PendingMetrics {
@@ -157,7 +160,18 @@ impl Worker {
     /// answer in time are left out and named in the log.
     fn answer_metrics(&mut self, p: PendingMetrics) {
         let Some(key) = self.core.key_of(p.origin) else { return };
-        let process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
+        let mut process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
+        process.backplane = self.backplane.as_ref().map(|l| {
+            let s = &l.shared;
+            BackplaneInfo {
+                up: s.up(),
+                queued_bytes: s.queued_bytes.load(Ordering::Relaxed) as u64,
+                published: s.published.load(Ordering::Relaxed),
+                received: s.received.load(Ordering::Relaxed),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+                sent_back: s.sent_back.load(Ordering::Relaxed),
+            }
+        });
         let body = render_prometheus(&p.stats, &process);
         let response = http_response(200, "text/plain; version=0.0.4", body.as_bytes(), &[]);
         self.respond(key, response);
