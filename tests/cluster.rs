@@ -6,11 +6,9 @@ mod common;
 #[path = "common/redis.rs"]
 mod harness;
 
-use std::collections::HashMap;
-
 use common::*;
 use harness::{prefix, Node, Redis};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const HISTORY: &str = "[pubsub]\nhistory_size = 1000\nhistory_ttl_ms = 60000\n";
 
@@ -176,14 +174,3 @@ fn a_bad_redis_url_is_named_by_check_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.redis_url"));
 }
-
-#[allow(dead_code)]
-fn metric(node: &Node, name: &str) -> Option<u64> {
-    let (_, body) = node.get("/metrics");
-    let map: HashMap<&str, &str> =
-        body.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once(' ')).collect();
-    map.get(name).and_then(|v| v.parse().ok())
-}
-
-#[allow(dead_code)]
-fn unused(_: Value) {}

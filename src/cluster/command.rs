@@ -46,12 +46,15 @@ impl Scripts {
     }
 }
 
-/// Connects and loads the scripts.
-pub(super) fn connect(env: &Env, scripts: &[&str]) -> redis::RedisResult<Connection> {
+/// Connects, names the connection `wsedge-<node>-<role>` (as `CLIENT
+/// LIST` shows it) and loads the scripts.
+pub(super) fn connect(env: &Env, role: &str, scripts: &[&str]) -> redis::RedisResult<Connection> {
     let client = redis::Client::open(env.url.as_str())?;
     let mut con = client.get_connection_with_timeout(env.connect_timeout)?;
     con.set_read_timeout(Some(env.command_timeout))?;
     con.set_write_timeout(Some(env.command_timeout))?;
+    let name = format!("wsedge-{}-{role}", env.node);
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg(name).query(&mut con)?;
     for code in scripts {
         let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(*code).query(&mut con)?;
     }
@@ -133,7 +136,7 @@ pub(super) fn run(env: Env, rx: Receiver<Cmd>) {
 impl Thread {
     fn reconnect(&mut self) {
         let s = [wire::PUBLISH, wire::HISTORY, wire::MEMBERS, wire::PRESENCE];
-        match connect(&self.env, &s) {
+        match connect(&self.env, "cmd", &s) {
             Ok(con) => {
                 info!("backplane: command connection to Redis up");
                 self.con = Some(con);
@@ -179,18 +182,16 @@ impl Thread {
         if batch.is_empty() {
             return;
         }
-        let pipe = self.con.is_some().then(|| self.pipeline(batch));
-        let replies = match (self.con.as_mut(), pipe) {
-            (Some(con), Some(pipe)) => match pipe.query::<Vec<Value>>(con) {
-                Ok(r) if r.len() == batch.len() => Some(r),
-                Ok(_) => None,
-                Err(e) => {
-                    self.lost(&e);
-                    None
-                }
-            },
-            _ => None,
-        };
+        let had = self.con.is_some();
+        let mut replies = self.query(batch);
+        if replies.is_none() && had && self.con.is_none() {
+            // The connection was stale (Redis restarted while this thread
+            // had nothing to send): make it again and send the batch once
+            // more. A pipeline Redis ran before the connection broke may
+            // thus run twice.
+            self.reconnect();
+            replies = self.query(batch);
+        }
         let mut out: HashMap<usize, Vec<BusMsg>> = HashMap::new();
         match replies {
             Some(replies) => {
@@ -206,6 +207,22 @@ impl Thread {
         }
         for (w, msgs) in out {
             self.env.to_worker(w, msgs);
+        }
+    }
+
+    /// The replies to `batch` as one pipeline, or `None` (no connection, or
+    /// it failed: then it is dropped).
+    fn query(&mut self, batch: &[Cmd]) -> Option<Vec<Value>> {
+        self.con.as_ref()?;
+        let pipe = self.pipeline(batch);
+        let con = self.con.as_mut()?;
+        match pipe.query::<Vec<Value>>(con) {
+            Ok(r) if r.len() == batch.len() => Some(r),
+            Ok(_) => None,
+            Err(e) => {
+                self.lost(&e);
+                None
+            }
         }
     }
 

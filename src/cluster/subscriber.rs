@@ -61,8 +61,8 @@ pub(super) fn run(env: Env, rx: Receiver<RoomCmd>) {
     let mut down_logged = false;
     let mut was_up = false;
     loop {
-        let made =
-            connect(&s.env, &[]).and_then(|ps| Ok((ps, connect(&s.env, &[wire::SNAPSHOT])?)));
+        let made = connect(&s.env, "sub", &[])
+            .and_then(|ps| Ok((ps, connect(&s.env, "snap", &[wire::SNAPSHOT])?)));
         match made {
             Ok((mut ps_con, mut cmd)) => {
                 backoff = Duration::ZERO;

@@ -50,7 +50,12 @@ pub struct Redis {
 impl Redis {
     /// Starts one on a free port and waits until it answers PING.
     pub fn start() -> Redis {
-        let mut r = Redis { port: free_port(), dir: TempDir::new("redis"), child: None };
+        Redis::start_on(free_port())
+    }
+
+    /// Starts one on `port`.
+    pub fn start_on(port: u16) -> Redis {
+        let mut r = Redis { port, dir: TempDir::new("redis"), child: None };
         r.spawn();
         r
     }
@@ -88,12 +93,25 @@ impl Redis {
 
     /// Sends one inline command and returns the first reply chunk.
     pub fn command(&self, cmd: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        self.commands(&[cmd]).pop()
+    }
+
+    /// Sends inline commands on one connection; one reply chunk each.
+    pub fn commands(&self, cmds: &[&str]) -> Vec<String> {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut out = Vec::new();
+        for cmd in cmds {
+            if s.write_all(format!("{cmd}\r\n").as_bytes()).is_err() {
+                break;
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                _ => break,
+            }
+        }
+        out
     }
 
     /// Stops it (SIGKILL, by PID): everything it held is gone.
