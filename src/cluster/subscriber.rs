@@ -153,7 +153,6 @@ impl State {
         let refresh = Duration::from_millis(self.env.presence_ttl_ms / 3);
         let mut refresh_at = Instant::now() + refresh;
         let workers = self.env.peers.len();
-        let mut batches: Vec<Vec<BusMsg>> = (0..workers).map(|_| Vec::new()).collect();
         loop {
             let mut fresh = Vec::new();
             let mut unsubscribe = Vec::new();
@@ -175,7 +174,6 @@ impl State {
                 ps.set_read_timeout(Some(POLL))?;
             }
             if !fresh.is_empty() {
-                self.flush(&mut batches);
                 for chunk in fresh.chunks(CHUNK) {
                     self.subscribe(&mut ps, cmd, chunk)?;
                 }
@@ -185,14 +183,16 @@ impl State {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
+            // Each message goes to its owner at once: the client hides
+            // whether more are buffered, and a read timeout is at least a
+            // kernel tick (4-8 ms here), far too long to wait for a batch.
             for _ in 0..MAX_READS {
                 match ps.get_message() {
-                    Ok(msg) => self.route(&msg, &mut batches),
+                    Ok(msg) => self.route(&msg),
                     Err(e) if e.is_timeout() => break,
                     Err(e) => return Err(e),
                 }
             }
-            self.flush(&mut batches);
             if Instant::now() >= refresh_at {
                 refresh_at = Instant::now() + refresh;
                 self.refresh_positions(cmd)?;
@@ -240,7 +240,7 @@ impl State {
         Ok(())
     }
 
-    fn route(&self, msg: &redis::Msg, batches: &mut [Vec<BusMsg>]) {
+    fn route(&self, msg: &redis::Msg) {
         let Some(room) = self.keys.room_of(msg.get_channel_name()) else { return };
         let Some((epoch, entry)) = wire::parse_message(msg.get_payload_bytes()) else {
             warn!("backplane: unreadable message on room {room}");
@@ -249,15 +249,7 @@ impl State {
         self.env.shared.received.fetch_add(1, Ordering::Relaxed);
         let owner = self.env.owner_of(room);
         let m = RemoteMsg { room: RoomName::from(room), epoch, entry };
-        batches[owner].push(BusMsg::Remote(Box::new(m)));
-    }
-
-    fn flush(&self, batches: &mut [Vec<BusMsg>]) {
-        for (w, b) in batches.iter_mut().enumerate() {
-            if !b.is_empty() {
-                self.env.to_worker(w, std::mem::take(b));
-            }
-        }
+        self.env.to_worker(owner, vec![BusMsg::Remote(Box::new(m))]);
     }
 
     /// Keeps the positions of the rooms this node watches from expiring.
