@@ -458,3 +458,122 @@ pub(super) fn encode(
         Payload::Binary(data) => (proto::message_binary(room, from, offset, data), data.len()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BrokerSettings, RoomHasher, Sequencer};
+    use super::*;
+    use serde_json::Value;
+
+    #[derive(Default)]
+    struct Sink(Vec<Value>);
+
+    impl Deliver for Sink {
+        fn deliver(&mut self, _to: ConnId, frame: &Bytes) -> bool {
+            // Small text frames: a 2-byte header.
+            self.0.push(serde_json::from_slice(&frame[2..]).expect("JSON"));
+            true
+        }
+        fn deliver_direct(&mut self, to: ConnId, frame: &Bytes) -> bool {
+            self.deliver(to, frame)
+        }
+    }
+
+    fn broker() -> Broker {
+        let settings = BrokerSettings {
+            sequencer: Sequencer::Cluster,
+            ..BrokerSettings::new(0, 1, RoomHasher::new())
+        };
+        let mut b = Broker::new(settings);
+        b.set_backplane(true, 1 << 20);
+        b
+    }
+
+    fn request(b: &mut Broker, c: ConnId, text: &str, out: &mut Sink) {
+        let payload = Bytes::copy_from_slice(text.as_bytes());
+        let identity = crate::auth::Identity::anonymous_all();
+        b.handle_request(c, Some(&identity), OpData::Text, &payload, 0, out);
+    }
+
+    fn remote(room: &str, epoch: Epoch, offset: u64, data: &str) -> BusMsg {
+        let payload = Payload::Json(Bytes::copy_from_slice(data.as_bytes()));
+        let entry = RemoteEntry { offset, from: None, payload };
+        BusMsg::Remote(Box::new(RemoteMsg { room: RoomName::from(room), epoch, entry }))
+    }
+
+    use tungstenite::protocol::frame::coding::Data as OpData;
+
+    #[test]
+    fn a_subscribe_waits_for_the_snapshot_then_messages_apply_in_offset_order() {
+        let (mut b, mut out) = (broker(), Sink::default());
+        let c = ConnId::from_parts(0, 1, 1);
+        request(&mut b, c, r#"{"type":"subscribe","room":"r","id":1}"#, &mut out);
+        assert!(out.0.is_empty(), "no ack before the room's position is known");
+        let (cmds, rooms) = b.poll_cluster();
+        assert!(matches!(&cmds[..], [Cmd::Member { on: true, .. }]));
+        let [RoomCmd::Subscribe { gen, .. }] = &rooms[..] else { panic!("{rooms:?}") };
+        let e = Epoch(0xabc);
+        let snap = Snapshot { room: "r".into(), gen: *gen, epoch: e, offset: 5, entries: vec![] };
+        b.handle_bus(BusMsg::Live(Box::new(snap)), &mut out);
+        assert_eq!(out.0.remove(0)["offset"], 5, "the ack carries the cluster's position");
+        b.handle_bus(remote("r", e, 5, "0"), &mut out);
+        b.handle_bus(remote("r", e, 6, "6"), &mut out);
+        b.handle_bus(remote("r", e, 6, "6"), &mut out);
+        assert_eq!(out.0.len(), 1, "held offsets are dropped: {:?}", out.0);
+        assert_eq!(
+            (out.0[0]["offset"].as_u64(), out.0[0]["epoch"].as_str()),
+            (Some(6), Some("00000abc"))
+        );
+        // A jump: the subscriber is told, then gets the message.
+        b.handle_bus(remote("r", e, 9, "9"), &mut out);
+        assert_eq!(
+            (out.0[1]["type"].as_str(), out.0[1]["offset"].as_u64()),
+            (Some("gap"), Some(8))
+        );
+        assert_eq!(out.0[2]["offset"], 9);
+        // A new epoch: told too.
+        b.handle_bus(remote("r", Epoch(7), 1, "1"), &mut out);
+        assert_eq!(
+            (out.0[3]["type"].as_str(), out.0[3]["epoch"].as_str()),
+            (Some("gap"), Some("00000007"))
+        );
+        assert_eq!(out.0[4]["offset"], 1);
+    }
+
+    #[test]
+    fn publishes_leave_for_redis_within_the_budget_and_come_back_only_from_it() {
+        let (mut b, mut out) = (broker(), Sink::default());
+        let c = ConnId::from_parts(0, 1, 1);
+        request(&mut b, c, r#"{"type":"publish","room":"r","data":1,"id":1}"#, &mut out);
+        assert_eq!(out.0.remove(0)["type"], "ack");
+        let (cmds, _) = b.poll_cluster();
+        assert!(
+            matches!(&cmds[..], [Cmd::Publish { .. }]),
+            "not delivered locally: Redis sequences it"
+        );
+        b.set_backplane(true, 10);
+        request(&mut b, c, r#"{"type":"publish","room":"r","data":2,"id":2}"#, &mut out);
+        assert_eq!(
+            (out.0[0]["type"].as_str(), out.0[0]["code"].as_str()),
+            (Some("error"), Some("overloaded"))
+        );
+        assert!(b.poll_cluster().0.is_empty());
+        assert_eq!(b.cluster_counts().1, 1);
+    }
+
+    #[test]
+    fn the_last_subscriber_leaving_unsubscribes_the_node() {
+        let (mut b, mut out) = (broker(), Sink::default());
+        let c = ConnId::from_parts(0, 1, 1);
+        request(&mut b, c, r#"{"type":"subscribe","room":"r"}"#, &mut out);
+        let (_, rooms) = b.poll_cluster();
+        let [RoomCmd::Subscribe { gen, .. }] = &rooms[..] else { panic!() };
+        let snap =
+            Snapshot { room: "r".into(), gen: *gen, epoch: Epoch(1), offset: 0, entries: vec![] };
+        b.handle_bus(BusMsg::Live(Box::new(snap)), &mut out);
+        b.handle_close(c);
+        let (cmds, rooms) = b.poll_cluster();
+        assert!(matches!(&cmds[..], [Cmd::Member { on: false, .. }]));
+        assert!(matches!(&rooms[..], [RoomCmd::Unsubscribe { .. }]), "{rooms:?}");
+    }
+}
