@@ -5,12 +5,14 @@
 //! [`handshake`], frame-boundary scanning and close handling in [`conn`],
 //! deadlines in [`timer`], write queues in [`outbox`]) takes bytes and ticks
 //! and returns actions; only [`worker`] touches sockets. Frames are decoded by
-//! tungstenite over the in-memory [`stream`].
+//! tungstenite over the in-memory [`stream`]. Several nodes share rooms
+//! through Redis with [`cluster`].
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod deflate;

@@ -72,6 +72,10 @@ pub struct Stats {
     pub ping_rtt_sum_ms: u64,
     /// Requests refused before the upgrade, by [`REFUSAL_STATUSES`] (other last).
     pub refused: [u64; REFUSAL_STATUSES.len() + 1],
+    /// Cluster: `gap` frames sent to rooms (lost or unrecoverable messages).
+    pub backplane_gaps: u64,
+    /// Cluster: publishes refused with `overloaded`.
+    pub backplane_overloaded: u64,
     closes: [u64; CloseCause::ALL.len()],
 }
 
@@ -142,6 +146,8 @@ impl Stats {
             *a += b;
         }
         self.ping_rtt_sum_ms += other.ping_rtt_sum_ms;
+        self.backplane_gaps += other.backplane_gaps;
+        self.backplane_overloaded += other.backplane_overloaded;
         for (a, b) in self.refused.iter_mut().zip(other.refused.iter()) {
             *a += b;
         }
@@ -158,6 +164,25 @@ pub struct ProcessInfo {
     pub open_fds: Option<u64>,
     /// True once graceful shutdown has started.
     pub shutting_down: bool,
+    /// The cluster backplane, when configured.
+    pub backplane: Option<BackplaneInfo>,
+}
+
+/// The cluster backplane's state at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackplaneInfo {
+    /// Both Redis connections are up.
+    pub up: bool,
+    /// Bytes of commands waiting for Redis.
+    pub queued_bytes: u64,
+    /// Publishes Redis sequenced for this node.
+    pub published: u64,
+    /// Messages received from Redis.
+    pub received: u64,
+    /// Connections made again after a loss.
+    pub reconnects: u64,
+    /// Publishes Redis did not take, delivered on this node alone.
+    pub sent_back: u64,
 }
 
 impl ProcessInfo {
@@ -171,7 +196,12 @@ impl ProcessInfo {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
             .unwrap_or(0);
-        ProcessInfo { rss_bytes: rss_kib * 1024, open_fds: open_fds(), shutting_down }
+        ProcessInfo {
+            rss_bytes: rss_kib * 1024,
+            open_fds: open_fds(),
+            shutting_down,
+            backplane: None,
+        }
     }
 }
 
@@ -389,6 +419,57 @@ pub fn render_prometheus(workers: &[Stats], process: &ProcessInfo) -> String {
     }
     metric(&mut out, "wsedge_shutting_down", "gauge", "1 once graceful shutdown has started.");
     let _ = writeln!(out, "wsedge_shutting_down {}", u8::from(process.shutting_down));
+    if let Some(b) = process.backplane {
+        let rows: [(&str, &str, &str, u64); 8] = [
+            ("wsedge_backplane_up", "gauge", "1 while Redis is reachable.", u64::from(b.up)),
+            (
+                "wsedge_backplane_queued_bytes",
+                "gauge",
+                "Bytes of publishes and requests waiting for Redis.",
+                b.queued_bytes,
+            ),
+            (
+                "wsedge_backplane_published_total",
+                "counter",
+                "Publishes Redis sequenced for this node.",
+                b.published,
+            ),
+            (
+                "wsedge_backplane_received_total",
+                "counter",
+                "Messages received from Redis.",
+                b.received,
+            ),
+            (
+                "wsedge_backplane_reconnects_total",
+                "counter",
+                "Redis connections made again after a loss.",
+                b.reconnects,
+            ),
+            (
+                "wsedge_backplane_sent_back_total",
+                "counter",
+                "Publishes Redis did not take, delivered on this node alone.",
+                b.sent_back,
+            ),
+            (
+                "wsedge_backplane_overloaded_total",
+                "counter",
+                "Publishes refused with `overloaded` (channel budget).",
+                total.backplane_overloaded,
+            ),
+            (
+                "wsedge_backplane_gaps_total",
+                "counter",
+                "`gap` frames: rooms whose position jumped (messages lost to this node).",
+                total.backplane_gaps,
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            metric(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
     out
 }
 

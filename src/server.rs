@@ -127,6 +127,8 @@ pub struct Server {
     exits: Receiver<usize>,
     /// The first worker that panicked.
     panicked: Arc<OnceLock<WorkerPanic>>,
+    /// This node's id in the cluster (0: a single node).
+    node: u16,
 }
 
 /// A cloneable handle that can start a graceful shutdown from any thread
@@ -229,6 +231,16 @@ impl Server {
         // One salt for the process: every worker must agree on room owners.
         let hasher = RoomHasher::new();
         let bus = Bus::new(count, config.pubsub.bus_budget_bytes);
+        // The cluster backplane's threads, when `[cluster] redis_url` is set.
+        let (node, backplane) = if config.cluster.is_on() {
+            let node = crate::cluster::node_id(config);
+            let link =
+                crate::cluster::start(config, node, peers.clone(), hasher.clone(), bus.clone())
+                    .map_err(|source| StartError::Worker { index: 0, source })?;
+            (node, Some(link))
+        } else {
+            (0, None)
+        };
         let parts = listeners.into_iter().zip(polls).zip(receivers).enumerate();
         for (index, ((main, poll), rx)) in parts {
             let listeners =
@@ -243,6 +255,8 @@ impl Server {
                     peers: peers.clone(),
                     hasher: hasher.clone(),
                     bus: bus.clone(),
+                    node,
+                    backplane: backplane.clone(),
                     shutdown: ShutdownFlags {
                         started: shutting_down.clone(),
                         draining: draining.clone(),
@@ -287,7 +301,7 @@ impl Server {
                 thread: Some(thread),
             });
         }
-        Ok(Server { addr, metrics_addr, tls_addr, workers, shutting_down, exits, panicked })
+        Ok(Server { addr, metrics_addr, tls_addr, workers, shutting_down, exits, panicked, node })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -334,6 +348,12 @@ impl Server {
     /// True once every worker has exited.
     pub fn is_finished(&self) -> bool {
         self.workers.iter().all(|w| w.thread.as_ref().is_none_or(|t| t.is_finished()))
+    }
+
+    /// This node's id in the cluster (in every connection id); 0 for a
+    /// single node.
+    pub fn node_id(&self) -> u16 {
+        self.node
     }
 
     /// Number of workers.

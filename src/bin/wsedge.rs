@@ -12,7 +12,7 @@ const USAGE: &str = "\
 wsedge: a WebSocket edge server
 
 USAGE:
-    wsedge [--listen ADDR:PORT] [--workers N] [--config FILE]
+    wsedge [--listen ADDR:PORT] [--workers N] [--config FILE] [--redis-url URL]
     wsedge --print-default-config
     wsedge --check-config FILE
 
@@ -20,6 +20,8 @@ OPTIONS:
     --listen ADDR:PORT        address to listen on (default 127.0.0.1:8080)
     --workers N               worker threads, one poll loop each (default: one per core)
     --config FILE             TOML configuration file (default: the embedded default)
+    --redis-url URL           join a cluster through Redis ([cluster] redis_url),
+                              e.g. redis://127.0.0.1:6379
     --print-default-config    print the embedded default configuration, commented
     --check-config FILE       validate FILE and exit
     -h, --help                this help
@@ -54,6 +56,7 @@ struct Args {
     listen: Option<SocketAddr>,
     workers: Option<usize>,
     config: Option<String>,
+    redis_url: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -91,6 +94,13 @@ fn parse_args(argv: impl IntoIterator<Item = OsString>) -> Result<Command, lexop
                 args.workers = Some(n);
             }
             Long("config") => args.config = Some(parser.value()?.string()?),
+            Long("redis-url") => {
+                let v = parser.value()?.string()?;
+                if let Some(problem) = wsedge::config::redis_url_problem(&v) {
+                    return Err(format!("--redis-url: {problem}").into());
+                }
+                args.redis_url = Some(v);
+            }
             _ => return Err(arg.unexpected()),
         }
     }
@@ -194,6 +204,9 @@ fn main() -> ExitCode {
     if let Some(workers) = args.workers {
         config.server.workers = workers;
     }
+    if let Some(url) = args.redis_url {
+        config.cluster.redis_url = url;
+    }
     let server = match Server::start(&config) {
         Ok(s) => s,
         Err(e) => {
@@ -232,6 +245,14 @@ fn main() -> ExitCode {
     println!("wsedge listening on {addr} with {} workers", server.workers());
     if config.demo.enabled && !config.routes.pubsub.is_empty() {
         println!("  browser:  http://{addr}/  (demo chat; [demo] enabled = false in production)");
+    }
+    if config.cluster.is_on() {
+        println!(
+            "  cluster:  node {} through {} (key prefix {})",
+            server.node_id(),
+            config.cluster.redis_url,
+            config.cluster.key_prefix
+        );
     }
     if !config.routes.echo.is_empty() {
         println!("  echo:     ws://{addr}{}", config.routes.echo);
@@ -316,6 +337,7 @@ mod tests {
             listen: Some("127.0.0.1:9000".parse().unwrap()),
             workers: Some(3),
             config: Some("c.toml".into()),
+            redis_url: None,
         };
         let separate = ["--listen", "127.0.0.1:9000", "--workers", "3", "--config", "c.toml"];
         assert_eq!(parse(&separate), Ok(Command::Run(want)));
@@ -337,5 +359,8 @@ mod tests {
         assert!(err(&["--workers", "many"]).contains("not a number"));
         assert!(err(&["--config"]).contains("--config"));
         assert!(err(&["stray"]).contains("stray"));
+        assert!(err(&["--redis-url", "localhost:6379"]).contains("--redis-url: 'localhost:6379'"));
+        let ok = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        assert!(matches!(ok, Command::Run(Args { redis_url: Some(_), .. })));
     }
 }

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod cluster;
 mod history;
 
+pub use cluster::{redis_url_problem, ClusterConfig};
 pub use history::{HistoryRoomConfig, MAX_HISTORY_SIZE, MAX_HISTORY_TTL_MS};
 
 /// The embedded default configuration file, commented, every field shown.
@@ -48,6 +50,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Per-connection write queues and the slow-consumer policy.
     pub write_queue: WriteQueueConfig,
+    /// Several nodes sharing rooms through Redis.
+    pub cluster: ClusterConfig,
     /// permessage-deflate.
     pub compression: CompressionConfig,
     /// The demo chat page.
@@ -595,6 +599,7 @@ impl Config {
             return err("pubsub.bus_budget_bytes", "must be at least 65536".to_string());
         }
         history::validate(&self.pubsub)?;
+        cluster::validate(&self.cluster)?;
         let ws = &self.websocket;
         if ws.max_frame_bytes == 0 || ws.max_message_bytes == 0 {
             let f = if ws.max_frame_bytes == 0 { "max_frame_bytes" } else { "max_message_bytes" };

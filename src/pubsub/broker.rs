@@ -40,7 +40,8 @@
 //!
 //! # Other nodes
 //! The owner is the single point where a room's order is decided; it is
-//! where a backplane between nodes attaches ([`Sequencer`]).
+//! where the backplane between nodes attaches ([`Sequencer::Cluster`]): Redis
+//! sequences, the owner applies what Redis sequenced (see `cluster.rs`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -76,15 +77,17 @@ impl RoomHasher {
     }
 }
 
-/// Who decides a room's order. Today the owner worker of this node does; a
-/// backplane between nodes adds a variant that forwards publishes to the
-/// cluster and feeds the sequenced messages back through
-/// [`Broker::handle_bus`] as [`BusMsg::Deliver`].
+/// Who decides a room's order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Sequencer {
     /// The room's owner worker on this node.
     #[default]
     LocalOwner,
+    /// The cluster, through Redis (`src/cluster/`): publishes leave as
+    /// backplane commands ([`Broker::poll_cluster`]) and come back to the
+    /// owner, sequenced, as [`BusMsg::Remote`]; while Redis is away the
+    /// owner sequences alone.
+    Cluster,
 }
 
 /// Limits and identity of one broker.
@@ -238,6 +241,8 @@ pub struct Broker {
     next_token: u32,
     /// The latest time passed in (ms): requests and ticks.
     now_ms: u64,
+    /// The backplane side, with [`Sequencer::Cluster`].
+    cluster: Option<Box<cluster::ClusterSide>>,
 }
 
 impl Broker {
@@ -245,6 +250,7 @@ impl Broker {
     pub fn new(settings: BrokerSettings) -> Broker {
         let workers = settings.workers;
         let history = settings.history.per_worker(workers);
+        let cluster = (settings.sequencer == Sequencer::Cluster).then(Box::default);
         Broker {
             settings,
             rooms: LocalRooms::default(),
@@ -258,6 +264,7 @@ impl Broker {
             inflight: HashMap::new(),
             next_token: 0,
             now_ms: 0,
+            cluster,
         }
     }
 
@@ -385,13 +392,11 @@ impl Broker {
             Request::Unsubscribe { room, .. } => self.unsubscribe(conn, room, rid),
             Request::Publish { room, data, .. } => {
                 let data = Bytes::copy_from_slice(data.as_bytes());
-                self.publish(room, Some(conn.get()), Payload::Json(data), out);
-                Ok(())
+                self.publish_as(room, Some(conn.get()), Payload::Json(data), rid, out)
             }
             Request::PublishBinary { room, payload: body } => {
                 let body = payload.slice_ref(body);
-                self.publish(room, Some(conn.get()), Payload::Binary(body), out);
-                Ok(())
+                self.publish_as(room, Some(conn.get()), Payload::Binary(body), rid, out)
             }
             Request::Send { to, data, .. } => {
                 let frame = proto::direct(Some(conn.get()), data);
@@ -413,7 +418,8 @@ impl Broker {
         }
     }
 
-    /// A publish from outside any connection (`POST /api/publish`).
+    /// A publish from outside any connection (`POST /api/publish`). In
+    /// cluster mode one over the backplane's budget is dropped (counted).
     pub fn publish(
         &mut self,
         room: &str,
@@ -421,24 +427,44 @@ impl Broker {
         payload: Payload,
         out: &mut impl Deliver,
     ) {
+        let _ = self.publish_as(room, from, payload, None, out);
+    }
+
+    /// A publish; `Err` when refused (cluster backplane over budget).
+    fn publish_as(
+        &mut self,
+        room: &str,
+        from: Option<u64>,
+        payload: Payload,
+        rid: Option<&RawValue>,
+        out: &mut impl Deliver,
+    ) -> Result<(), Option<ProtoError>> {
+        if self.cluster.is_some() {
+            return self.cluster_publish(room, from, payload, rid, out);
+        }
         let owner = self.owner_of(room);
         if owner == self.settings.index {
             self.sequence_and_fan_out(room, from, payload, out);
         } else {
             self.send_to(owner, BusMsg::Publish { room: Arc::from(room), from, payload });
         }
+        Ok(())
     }
 
     /// A message from another worker.
     pub fn handle_bus(&mut self, msg: BusMsg, out: &mut impl Deliver) {
         match msg {
+            BusMsg::Publish { room, from, payload } if self.cluster.is_some() => {
+                self.cluster_fallback(&room, from, payload, out)
+            }
             BusMsg::Publish { room, from, payload } => {
                 self.sequence_and_fan_out(&room, from, payload, out)
             }
+            BusMsg::Remote(m) => self.handle_remote(*m, out),
+            BusMsg::Live(snap) => self.handle_live(*snap, out),
+            BusMsg::ClusterDown => self.handle_cluster_down(out),
             BusMsg::Deliver { room, frame } => self.deliver_local(&room, &frame, out),
-            BusMsg::Interest { room, worker, on } => {
-                self.owned.interest(&room, worker, on, self.now_ms)
-            }
+            BusMsg::Interest { room, worker, on } => self.owner_interest(&room, worker, on),
             BusMsg::Subscribe(ask) => self.handle_subscribe_ask(*ask),
             BusMsg::Subscribed(answer) => self.handle_subscribed(*answer, out),
             BusMsg::History(ask) => self.handle_history_ask(*ask, out),
@@ -597,6 +623,7 @@ impl Broker {
             // Not a member yet: the owner's answer finds it gone.
             return;
         }
+        self.cluster_member(&sub.room, conn, false);
         let subs = &mut self.subs;
         let last = self.rooms.leave(sub, conn, |moved, room, pos| {
             if let Some(m) = subs.get_mut(&moved) {
@@ -615,9 +642,18 @@ impl Broker {
         let owner = self.owner_of(room);
         let index = self.settings.index;
         if owner == index {
-            self.owned.interest(room, index, false, self.now_ms);
+            self.owner_interest(room, index, false);
         } else {
             self.send_to(owner, BusMsg::Interest { room: room.clone(), worker: index, on: false });
+        }
+    }
+
+    /// As the room's owner: `worker` gained or lost its subscribers of
+    /// `room`; in cluster mode a room nobody here watches is unsubscribed.
+    fn owner_interest(&mut self, room: &str, worker: usize, on: bool) {
+        self.owned.interest(room, worker, on, self.now_ms);
+        if !on {
+            self.cluster_unwatched(room);
         }
     }
 
@@ -634,13 +670,7 @@ impl Broker {
         let Some(Sequenced { offset, epoch, workers, keep }) = self.owned.sequence(room) else {
             return;
         };
-        let (frame, data_len) = match &payload {
-            Payload::Json(data) => {
-                let data = std::str::from_utf8(data).unwrap_or("null");
-                (proto::message(room, from, offset, epoch, data), data.len())
-            }
-            Payload::Binary(data) => (proto::message_binary(room, from, offset, data), data.len()),
-        };
+        let (frame, data_len) = cluster::encode(room, from, offset, epoch, &payload);
         let mut local = false;
         let mut shared: Option<RoomName> = None;
         for &w in workers {
@@ -697,6 +727,9 @@ impl Broker {
         now_ms: u64,
         out: &mut impl Deliver,
     ) {
+        if self.cluster_presence(origin, room, rid.map(|r| Box::from(r.get()))) {
+            return;
+        }
         let (count, members) = self.local_presence(room);
         let pending = PendingPresence {
             origin,
@@ -739,6 +772,7 @@ impl Broker {
     }
 }
 
+mod cluster;
 mod subscribe;
 
 #[cfg(test)]

@@ -128,6 +128,11 @@ impl HistorySettings {
     fn retention(&self, class: u16) -> Retention {
         self.classes[class as usize]
     }
+
+    /// What `room` keeps (zero when it keeps no history).
+    pub fn retention_of(&self, room: &str) -> Retention {
+        self.class_of(room).map(|c| self.retention(c)).unwrap_or_default()
+    }
 }
 
 /// One stored message: the delivery frame every subscriber got.
@@ -473,6 +478,45 @@ impl OwnedRooms {
                     self.expire_idle(mark, ttl, now_ms);
                 }
             }
+        }
+    }
+
+    /// Cluster: the room's position becomes `(offset, epoch)` as the
+    /// backplane says, creating the room (with a log if it keeps history)
+    /// and dropping every message it stored: what follows comes from the
+    /// backplane.
+    pub fn reset_position(&mut self, room: &str, epoch: Epoch, offset: u64) {
+        if !self.rooms.contains_key(room) {
+            self.create(room);
+        }
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        r.epoch = epoch;
+        r.offset = offset;
+        if let Some(log) = r.log.as_deref_mut() {
+            for old in log.entries.drain(..) {
+                self.history.bytes -= cost(&old.frame);
+                self.history.live -= 1;
+            }
+            log.first = offset + 1;
+        }
+    }
+
+    /// Cluster: the room's position, if it has state here.
+    pub fn position_of(&self, room: &str) -> Option<(u64, Epoch)> {
+        self.rooms.get(room).map(|r| (r.offset, r.epoch))
+    }
+
+    /// Cluster: true when no worker of this node has a subscriber of `room`.
+    pub fn unwatched(&self, room: &str) -> bool {
+        self.rooms.get(room).is_none_or(|r| r.workers.is_empty())
+    }
+
+    /// Cluster: forgets the room and what it stored (the backplane keeps
+    /// the cluster's copy).
+    pub fn drop_room(&mut self, room: &str) {
+        if let Some((_, epoch)) = self.position_of(room) {
+            self.reset_position(room, epoch, 0);
+            self.forget(room);
         }
     }
 

@@ -91,6 +91,15 @@ pub enum BusMsg {
         /// Worker to answer.
         origin_worker: usize,
     },
+    /// From the backplane to the room's owner: a message another node (or
+    /// this one) published, sequenced by Redis.
+    Remote(Box<RemoteMsg>),
+    /// From the backplane to the room's owner: this node is subscribed to
+    /// the room in Redis; its position and stored messages at that instant.
+    Live(Box<Snapshot>),
+    /// From the backplane to every worker: the connection to Redis is lost;
+    /// rooms waiting for it are served locally until it is back.
+    ClusterDown,
     /// A worker's members of a room.
     PresenceReply {
         /// Query id at the origin worker.
@@ -114,6 +123,9 @@ impl BusMsg {
             BusMsg::PresenceReply { members, .. } => members.len() * 8,
             BusMsg::Subscribed(a) => a.replay.iter().map(Bytes::len).sum::<usize>(),
             BusMsg::Reply { frame, .. } => frame.len(),
+            BusMsg::Remote(m) => m.room.len() + m.entry.payload.len(),
+            BusMsg::Live(s) => s.entries.iter().map(|e| e.payload.len() + 32).sum::<usize>(),
+            BusMsg::ClusterDown => 0,
             BusMsg::Subscribe(_) | BusMsg::History(_) => 0,
             BusMsg::Interest { .. }
             | BusMsg::DirectResult { .. }
@@ -171,6 +183,44 @@ pub struct HistoryAsk {
     pub limit: usize,
     /// Only messages after this position.
     pub since: Option<Since>,
+}
+
+/// One message of a room as Redis sequenced it.
+#[derive(Debug)]
+pub struct RemoteEntry {
+    /// Its offset in the room's epoch.
+    pub offset: u64,
+    /// Publisher connection id (None: the server / HTTP API).
+    pub from: Option<u64>,
+    /// The payload.
+    pub payload: Payload,
+}
+
+/// A message from Redis for the room's owner worker.
+#[derive(Debug)]
+pub struct RemoteMsg {
+    /// The room.
+    pub room: RoomName,
+    /// The room's epoch in the cluster.
+    pub epoch: Epoch,
+    /// The message.
+    pub entry: RemoteEntry,
+}
+
+/// A room's state in Redis, read right after this node subscribed to it.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The room.
+    pub room: RoomName,
+    /// The owner's subscribe generation this answers (older ones are stale).
+    pub gen: u64,
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// The room's last offset.
+    pub offset: u64,
+    /// The stored messages (up to the history size), oldest first, ending at
+    /// `offset` unless the stream lost them.
+    pub entries: Vec<RemoteEntry>,
 }
 
 /// A published payload.

@@ -18,7 +18,7 @@ use tungstenite::protocol::frame::FrameHeader;
 mod numbers;
 mod position;
 
-pub use position::{history, history_item, subscribed, Body, Epoch, Since, MAX_HISTORY_LIMIT};
+pub use position::{gap, history, history_item, subscribed, Body, Epoch, Since, MAX_HISTORY_LIMIT};
 
 /// Longest room name, bytes.
 pub const MAX_ROOM_BYTES: usize = 128;
@@ -67,6 +67,12 @@ pub enum ErrorCode {
     RateLimited,
     /// Another worker did not answer a query in time.
     Timeout,
+    /// The cluster's backplane has too much waiting; the publish was
+    /// dropped (try again later).
+    Overloaded,
+    /// The cluster's backplane (Redis) cannot be reached; the request needs
+    /// it.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -87,6 +93,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

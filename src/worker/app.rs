@@ -15,7 +15,7 @@ use log::{info, warn};
 use crate::conn::{AppEvent, HttpRoute, Route};
 use crate::handshake::http_response;
 use crate::id::ConnId;
-use crate::metrics::{dashboard_json, render_prometheus, ProcessInfo, Stats};
+use crate::metrics::{dashboard_json, render_prometheus, BackplaneInfo, ProcessInfo, Stats};
 use crate::pubsub::broker::{BrokerEvent, Deliver};
 use crate::pubsub::protocol as proto;
 use crate::pubsub::Payload;
@@ -142,6 +142,9 @@ impl Worker {
             HttpRoute::Ready if self.shutdown.started.load(Ordering::Relaxed) => {
                 http_response(503, text, b"shutting down\n", &[])
             }
+            HttpRoute::Ready if self.backplane.as_ref().is_some_and(|l| !l.shared.up()) => {
+                http_response(503, text, b"backplane down\n", &[])
+            }
             HttpRoute::Ready => http_response(200, text, b"ready\n", &[]),
             HttpRoute::Metrics => return self.gather_stats(StatsFor::Http(id)),
         };
@@ -198,7 +201,18 @@ impl Worker {
     /// Answers a metrics request with what arrived. Workers that did not
     /// answer in time are left out and named in the log.
     fn answer_metrics(&mut self, p: PendingMetrics) {
-        let process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
+        let mut process = ProcessInfo::read(self.shutdown.started.load(Ordering::Relaxed));
+        process.backplane = self.backplane.as_ref().map(|l| {
+            let s = &l.shared;
+            BackplaneInfo {
+                up: s.up(),
+                queued_bytes: s.queued_bytes.load(Ordering::Relaxed) as u64,
+                published: s.published.load(Ordering::Relaxed),
+                received: s.received.load(Ordering::Relaxed),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+                sent_back: s.sent_back.load(Ordering::Relaxed),
+            }
+        });
         let id = match p.origin {
             StatsFor::Http(id) => id,
             StatsFor::Dashboard => {

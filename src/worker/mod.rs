@@ -41,7 +41,7 @@ use slab::Slab;
 use crate::conn::{Host, Settings};
 use crate::metrics::{CloseCause, Stats};
 use crate::outbox::Cork;
-use crate::pubsub::broker::{Broker, BrokerSettings, RoomHasher};
+use crate::pubsub::broker::{Broker, BrokerSettings, RoomHasher, Sequencer};
 use crate::pubsub::BusMsg;
 use crate::timer::TimerWheel;
 
@@ -135,6 +135,11 @@ pub struct Process {
     pub shutdown: ShutdownFlags,
     /// The bus budget and what is in flight to each worker.
     pub bus: Bus,
+    /// This node's id in the cluster (0: a single node), in every
+    /// connection id.
+    pub node: u16,
+    /// The cluster backplane, when configured.
+    pub backplane: Option<crate::cluster::Link>,
 }
 
 /// The byte budget of the bus between workers. Each worker has a counter of
@@ -159,11 +164,16 @@ impl Bus {
         self.in_flight.get(worker).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    fn sent(&self, worker: usize, cost: usize) {
+    /// True when more than the budget is on its way to `worker`.
+    pub fn over_budget(&self, worker: usize) -> bool {
+        self.in_flight(worker) > self.budget_bytes
+    }
+
+    pub(crate) fn sent(&self, worker: usize, cost: usize) {
         self.in_flight[worker].fetch_add(cost, Ordering::Relaxed);
     }
 
-    fn handled(&self, worker: usize, cost: usize) {
+    pub(crate) fn handled(&self, worker: usize, cost: usize) {
         self.in_flight[worker].fetch_sub(cost, Ordering::Relaxed);
     }
 }
@@ -243,6 +253,10 @@ pub struct Worker {
     barriers: usize,
     /// Refusal log lines: (second, lines this second, suppressed).
     refusal_log: (u64, u32, u64),
+    /// This node's id (in every connection id).
+    node: u16,
+    /// The cluster backplane, when configured.
+    backplane: Option<crate::cluster::Link>,
 }
 
 impl Worker {
@@ -256,7 +270,7 @@ impl Worker {
         settings: Settings,
         process: Process,
     ) -> io::Result<Worker> {
-        let Process { peers, hasher, shutdown, bus } = process;
+        let Process { peers, hasher, shutdown, bus, node, backplane } = process;
         let mut listener = TcpListener::from_std(listeners.main);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let admin = match listeners.admin {
@@ -285,6 +299,7 @@ impl Worker {
             history: settings.history.clone(),
             // A replay leaves room in the write queue for live messages.
             max_replay_bytes: settings.max_queue_bytes / 2,
+            sequencer: if backplane.is_some() { Sequencer::Cluster } else { Sequencer::LocalOwner },
             ..BrokerSettings::new(index, workers, hasher)
         });
         Ok(Worker {
@@ -330,6 +345,8 @@ impl Worker {
             shutdown_requested: None,
             barriers: 0,
             refusal_log: (0, 0, 0),
+            node,
+            backplane,
         })
     }
 
@@ -344,8 +361,9 @@ impl Worker {
         let mut fired = Vec::new();
         loop {
             self.resume_bus_deferred();
-            let timeout = if !self.bus_deferred.is_empty() {
-                // Held back by the bus budget: look again soon.
+            let timeout = if !self.bus_deferred.is_empty() || self.broker.has_cluster_output() {
+                // Held back by the bus budget or a full backplane channel:
+                // look again soon.
                 Some(Duration::from_millis(1))
             } else if self.ready.is_empty() {
                 let elapsed_ms = self.start.elapsed().as_millis() as u64;
@@ -361,6 +379,9 @@ impl Worker {
             self.core.host.now_ms = self.start.elapsed().as_millis() as u64;
             self.core.host.now = self.core.host.now_ms / TICK_MS;
             self.core.host.now_unix = unix_now();
+            if let Some(link) = &self.backplane {
+                self.broker.set_backplane(link.shared.up(), link.credit());
+            }
             if self.handle_control() {
                 return Ok(self.core.host.stats);
             }
@@ -473,6 +494,7 @@ impl Worker {
         s.history_evictions =
             [b.history_evictions.size, b.history_evictions.ttl, b.history_evictions.bytes];
         s.bus_bytes = self.bus.in_flight(self.index) as u64;
+        (s.backplane_gaps, s.backplane_overloaded) = self.broker.cluster_counts();
         s.queued_bytes = self.core.conns.iter().map(|(_, c)| c.conn.queued_bytes() as u64).sum();
         s.compressed = self.core.host.deflate.compressed;
         s.compressed_reused = self.core.host.deflate.reused;
@@ -483,6 +505,7 @@ impl Worker {
     /// broker's batch first, then the worker's own messages (a shutdown
     /// barrier must follow every bus message sent before it).
     fn send_outgoing(&mut self) {
+        self.send_backplane();
         for (w, own) in self.outgoing.iter_mut().enumerate() {
             let (msgs, cost) = self.broker.poll_bus(w);
             if msgs.is_empty() && own.is_empty() {
@@ -503,6 +526,28 @@ impl Worker {
             }
             if sent {
                 let _ = peer.waker.wake();
+            }
+        }
+    }
+
+    /// Hands the broker's commands to the backplane threads. A command the
+    /// channel cannot take is answered here (a publish goes to its owner
+    /// for local delivery); room commands wait for the next iteration.
+    fn send_backplane(&mut self) {
+        let Some(link) = &self.backplane else { return };
+        let (cmds, room_cmds) = self.broker.poll_cluster();
+        for cmd in cmds {
+            if let Err(cmd) = link.send(cmd) {
+                self.broker.backplane_refused(cmd, &mut self.core);
+            }
+        }
+        let mut left = room_cmds.into_iter();
+        while let Some(cmd) = left.next() {
+            if let Err(cmd) = link.send_room(cmd) {
+                let mut rest = vec![cmd];
+                rest.extend(left);
+                self.broker.unsent_room_cmds(rest);
+                break;
             }
         }
     }

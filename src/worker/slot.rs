@@ -355,7 +355,7 @@ impl Worker {
             self.gens.resize(key + 1, 0);
         }
         self.gens[key] = self.gens[key].wrapping_add(1);
-        let id = ConnId::from_parts(self.index, key, self.gens[key]);
+        let id = ConnId::from_parts(self.index, key, self.gens[key]).on_node(self.node);
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(&mut sock, token_of(id), interest) {
             warn!("worker {}: register failed: {e}", self.index);
@@ -387,7 +387,7 @@ impl Worker {
     }
 
     pub(super) fn conn_event(&mut self, token: usize, event: &Event) {
-        let id = ConnId::from_local(self.index, token as u64);
+        let id = ConnId::from_local(self.index, token as u64).on_node(self.node);
         let key = id.key();
         // A slot freed and reused since the event was queued has another
         // generation: the event was for the connection that is gone.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::cluster::Deferred;
 use super::{Broker, Deliver};
 use crate::id::ConnId;
 use crate::pubsub::history::Position;
@@ -38,6 +39,7 @@ impl Broker {
         let owner = self.owner_of(room);
         let subs = self.subs.entry(conn).or_default();
         let already = subs.iter().any(|m| &*m.room == room);
+        let mut joined_here = false;
         let refuse = |subs: &Vec<Membership>, e: ProtoError| (subs.is_empty(), e);
         let refused = if already {
             None
@@ -49,7 +51,11 @@ impl Broker {
                 Joined::Full => {
                     Some(refuse(subs, ProtoError::new(rid, ErrorCode::RoomFull, "room is full")))
                 }
-                Joined::New { .. } | Joined::Already => None,
+                Joined::New { .. } => {
+                    joined_here = true;
+                    None
+                }
+                Joined::Already => None,
             }
         } else {
             None
@@ -62,6 +68,13 @@ impl Broker {
         }
         let id = rid.map(|r| Box::<str>::from(r.get()));
         if owner == index {
+            if joined_here {
+                self.cluster_member(&RoomName::from(room), conn, true);
+            }
+            let item = Deferred::Local { conn, id, since, joined: !already };
+            let Some(Deferred::Local { id, .. }) = self.cluster_defer(room, item) else {
+                return Err(None); // answered when the room's snapshot is in
+            };
             let now = self.now_ms;
             let pos = if already {
                 self.owned.position(room, since, now)
@@ -90,6 +103,10 @@ impl Broker {
         if worker >= self.outgoing.len() {
             return;
         }
+        let room = ask.room.clone();
+        let Some(Deferred::Remote(ask)) = self.cluster_defer(&room, Deferred::Remote(ask)) else {
+            return; // answered when the room's snapshot is in
+        };
         let max_replay = self.settings.max_replay_bytes;
         let pos = self.owned.subscribe(&ask.room, worker, ask.since, self.now_ms, max_replay);
         let answer = SubscribeAnswer {
@@ -130,6 +147,9 @@ impl Broker {
                 }
             }
         }
+        if joined {
+            self.cluster_member(&a.room, a.conn, true);
+        }
         if full {
             let rid = raw_id(a.id.as_deref());
             let e = ProtoError::new(rid, ErrorCode::RoomFull, "room is full");
@@ -150,7 +170,7 @@ impl Broker {
 
     /// The ack of a subscribe (when it had an `id` or a `since`), then the
     /// replay if `joined` and recovered.
-    fn answer(
+    pub(super) fn answer(
         &mut self,
         conn: ConnId,
         room: &str,
@@ -183,6 +203,10 @@ impl Broker {
     ) {
         let owner = self.owner_of(room);
         let id = rid.map(|r| Box::<str>::from(r.get()));
+        if self.cluster.is_some() {
+            let ask = HistoryAsk { room: Arc::from(room), conn, id, limit, since };
+            return self.cluster_history(ask, out);
+        }
         if owner == self.settings.index {
             let frame = self.history_page(room, limit, since, id.as_deref());
             out.deliver(conn, &frame);
@@ -217,6 +241,6 @@ impl Broker {
 }
 
 /// A raw JSON id carried over the bus, as the error encoder takes it.
-fn raw_id(id: Option<&str>) -> Option<&RawValue> {
+pub(super) fn raw_id(id: Option<&str>) -> Option<&RawValue> {
     id.and_then(|s| serde_json::from_str::<&RawValue>(s).ok())
 }

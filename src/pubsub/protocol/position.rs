@@ -195,6 +195,16 @@ pub fn history(
     text_frame(s)
 }
 
+/// A room's position changed under a live subscription and messages may have
+/// been missed (the cluster's backplane lost them, or the room's position was
+/// lost): `{"type":"gap","room":"...","offset":N,"epoch":"..."}`. Live
+/// messages go on from `offset + 1` in `epoch`.
+pub fn gap(room: &str, offset: u64, epoch: Epoch) -> bytes::Bytes {
+    let mut s = String::with_capacity(64 + room.len());
+    let _ = write!(s, r#"{{"type":"gap","room":"{room}","offset":{offset},"epoch":"{epoch}"}}"#);
+    text_frame(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{format_conn_id, frame, message, parse_text, OpData, Request};
@@ -206,6 +216,15 @@ mod tests {
             n => (2, n as usize),
         };
         serde_json::from_slice(&frame[at..at + len]).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_gap_names_the_room_and_the_new_position() {
+        let v = json(&gap("chat", 7, Epoch(0xab)));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"gap","room":"chat","offset":7,"epoch":"000000ab"})
+        );
     }
 
     #[test]
