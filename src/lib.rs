@@ -12,7 +12,7 @@
 
 pub mod auth;
 pub mod client;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod conn;
 pub mod deflate;
@@ -26,7 +26,7 @@ pub mod server;
 pub mod stream;
 pub mod timer;
 pub mod tls;
-pub mod web;
+pub(crate) mod web;
 pub mod worker;
 
 pub use config::Config;
