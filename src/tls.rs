@@ -156,6 +156,9 @@ pub struct TlsConn {
     ready: bool,
     /// close_notify was sealed: nothing more is written.
     closed: bool,
+    /// A handshake record was sent: the record layer may be encrypted, so
+    /// no plaintext alert of ours can follow.
+    spoke: bool,
 }
 
 impl TlsConn {
@@ -168,6 +171,7 @@ impl TlsConn {
             early: Vec::new(),
             ready: false,
             closed: false,
+            spoke: false,
         })
     }
 
@@ -274,12 +278,37 @@ fn seal(
 /// (the caller writes it) and marks the connection closed. `buf` must be
 /// the bytes the failing call was given: rustls's handshake reassembly
 /// points into them, so any other buffer could send it out of bounds.
-fn alert(tls: &mut TlsConn, buf: &mut [u8]) {
+///
+/// Some errors rustls ends the stream on without an alert of its own (a
+/// handshake message over its size limit, one interleaved with other
+/// records, too many empty records). Before the server has sent anything
+/// the record layer is plaintext, so the alert is written here, as a
+/// plaintext record: a client that sends garbage as its hello always reads
+/// why (found by the `tls` fuzz target). Later, only rustls can seal one.
+fn alert(tls: &mut TlsConn, buf: &mut [u8], err: &rustls::Error) {
     tls.closed = true;
-    // The alert comes out first; asking again would only repeat the error.
-    let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(buf);
-    if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
-        let _ = encode_into(&mut e, &mut tls.tx);
+    let before = tls.tx.len();
+    // Records queued before the error (a ServerHello) come out first, then
+    // the alert, one per call. Only while rustls holds some: a call past
+    // them would process `buf` again, and a record that failed to decrypt
+    // would fail again and queue a second fatal alert. (Taking only the
+    // first record lost the alert when the ALPN check failed behind a
+    // ServerHello: found by the `tls` fuzz target.)
+    while tls.conn.wants_write() {
+        let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(buf);
+        let Ok(ConnectionState::EncodeTlsData(mut e)) = state else { break };
+        if encode_into(&mut e, &mut tls.tx).is_err() {
+            break;
+        }
+    }
+    if tls.tx.len() == before && !tls.spoke {
+        let desc = match err {
+            rustls::Error::InvalidMessage(m) => rustls::AlertDescription::from(*m),
+            _ => rustls::AlertDescription::UnexpectedMessage,
+        };
+        // RFC 8446 5.1 / 6: TLSPlaintext { alert(21), legacy 0x0303, length 2,
+        // level fatal(2), description }.
+        tls.tx.extend_from_slice(&[21, 3, 3, 0, 2, 2, u8::from(desc)]);
     }
 }
 
@@ -415,7 +444,7 @@ impl<S: Read + Write> TlsIo<'_, S> {
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
-                    alert(tls, &mut self.scratch.rx[start + used..end]);
+                    alert(tls, &mut self.scratch.rx[start + used..end], &e);
                     return Err(tls_error(e));
                 }
             };
@@ -435,12 +464,13 @@ impl<S: Read + Write> TlsIo<'_, S> {
                         }
                     }
                     if let Some(e) = failed {
-                        alert(tls, &mut self.scratch.rx[start + used..end]);
+                        alert(tls, &mut self.scratch.rx[start + used..end], &e);
                         return Err(tls_error(e));
                     }
                     None
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
+                    tls.spoke = true;
                     encode_into(&mut e, &mut tls.tx)?;
                     None
                 }
