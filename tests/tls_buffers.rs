@@ -320,3 +320,65 @@ fn a_corrupted_record_gets_bad_record_mac_once() {
         );
     }
 }
+
+/// Found by the `tls` fuzz target: in TLS 1.2 a ClientKeyExchange whose
+/// length runs past its record, followed by the ChangeCipherSpec record,
+/// ends the stream in rustls without an alert; the server's records are
+/// still plaintext then, so the client reads an unexpected_message alert.
+#[test]
+fn a_tls12_client_flight_with_a_bad_length_gets_an_alert() {
+    let (cfg, cert) = configs("tls12len");
+    let mut c = client(&cert, &rustls::version::TLS12);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    // ClientHello in, the server's flight out to the client.
+    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+    let mut flight = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut flight).unwrap();
+    }
+    assert_eq!((flight[0], flight[5]), (22, 16), "a ClientKeyExchange record");
+    flight[8] ^= 0x40;
+    pipe.inbound.extend_from_slice(&flight);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert!(io.read(false, |_| panic!("no plaintext")).is_err());
+    let mut r = &pipe.outbound[..];
+    c.read_tls(&mut r).unwrap();
+    assert_eq!(
+        c.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage)
+    );
+}
+
+/// After the server's close_notify, the client's records are read and
+/// dropped until its end of stream: a bad one is not handed to rustls
+/// (which would queue a fatal alert behind its close_notify, a debug
+/// assertion in rustls: found by the `tls` fuzz target).
+#[test]
+fn records_after_our_close_notify_are_dropped_until_the_end_of_stream() {
+    let (cfg, cert) = configs("afterclose");
+    let mut c = client(&cert, &rustls::version::TLS13);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    for _ in 0..4 {
+        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+    }
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    io.close_notify();
+    c.writer().write_all(b"late").unwrap();
+    let mut record = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut record).unwrap();
+    }
+    let last = record.len() - 1;
+    record[last] ^= 1;
+    pipe.inbound.extend_from_slice(&record);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.read(false, |_| panic!("nothing after close")).unwrap(), TlsRead::Drained);
+    assert!(pipe.inbound.is_empty(), "read and dropped");
+    assert_eq!(s.buffered_bytes(), 0);
+}
