@@ -29,8 +29,8 @@
 //!   client sees an error) whenever the kernel took all it was given, and
 //!   closes; the plaintext the client did decrypt is still valid (`Wire`).
 //!   The server's stream is never corrupted: that tests the rustls client,
-//!   and trips a debug assertion there (two fatal alerts queued in one
-//!   `process_new_packets`), not wsedge code;
+//!   not wsedge (and a bad record after the client's own close_notify trips
+//!   a debug assertion in rustls: FUZZING.md #10, on the client's side);
 //! - no byte after the write side was shut down; every deadline the driver
 //!   returns is after now; once the stream is delivered and written the
 //!   connection's TLS queues hold no buffer (the worker's `TlsScratch` does);
