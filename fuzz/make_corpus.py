@@ -11,6 +11,10 @@ rewrites the same files. See FUZZING.md for each target's input format:
   client sends after the upgrade request.
 - client: 1 control byte (bit 7: a valid 101 first; bits 0-2 read size, 3-4
   client sends or closes, 5 EOF at the end), then what the server sends.
+- tls: 1 schedule byte (bits 0-2 piece of the client's TLS stream, 3-4 kernel
+  budget, 5 TLS 1.2, 6-7 corruption length), 1 seed byte (bits 0 idle, 1
+  close_notify, 2 FIN, 3 drop policy), 2 bytes corruption offset, 1 byte XOR
+  mask, then the same client bytes as the connection seeds.
 - frames: `arbitrary`-encoded, so its seeds are grown by the fuzzer itself
   (`make fuzz` merges the interesting ones back, see FUZZING.md).
 """
@@ -231,6 +235,20 @@ def main():
         write("connection", name, bytes([sched, (i << 1 | idle) & 0xFF]) + data)
     for name, (ctl, data) in CLIENT.items():
         write("client", name, bytes([ctl]) + data)
+    # tls: the connection seeds' client bytes over TLS, clean (1.3 and 1.2,
+    # whole or in small pieces, ending with close_notify and FIN), and with
+    # a byte flipped in the handshake (offset 6: the ClientHello's length;
+    # 100: inside the hello) and after it (2000: application records).
+    for i, (name, (sched, data)) in enumerate(CONNECTION.items()):
+        pieces = sched & 0x1F  # read size and kernel budget as the connection seed
+        write("tls", name, bytes([pieces, 0x06 if i % 2 else 0, 0, 0, 0]) + data)
+        if i % 3 == 0:
+            write("tls", name + "_tls12", bytes([pieces | 0x20, 0, 0, 0, 0]) + data)
+    whole = CONNECTION["ping_126_bytes"][1]
+    for at in (6, 100, 2000):
+        for tls12 in (0, 0x20):
+            write("tls", "corrupt_%d%s" % (at, "_tls12" if tls12 else ""),
+                  bytes([0x47 | tls12, 0]) + struct.pack(">H", at) + bytes([0x80]) + whole)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,17 @@
 #   BENCH_SERVERS="wsedge tt fws tcp"   pinned-round servers to run (echo scenarios)
 #   BENCH_FAN_SERVERS="wsedge tt fan"   pinned-round servers of the fan-out scenarios
 #                       (tt = peers' tt-pubsub, fan = serve-tcp-fanout, the ceiling)
-#   BENCH_SCENARIOS="echo1 echo16 echo16k connect idle fan1k fan10k fan100"
+#   BENCH_TLS_SERVERS="wsedge tt"   pinned-round servers of the wss:// scenarios
+#                       (tt = peers' tt-tls-echo: tokio-tungstenite + tokio-rustls)
+#   BENCH_SCENARIOS="echo1 echo16 echo16k connect idle wss16 wss16k wssconnect wssidle fan1k fan10k fan100"
+#                       wss*: over TLS 1.3 (ECDSA P-256, X25519, no resumption;
+#                       PKI from scripts/tls-certs.sh in $BENCH_OUT/pki): echo
+#                       100x16x32 B and 10x4x16 KiB, connect + TLS + upgrade +
+#                       close cycles, idle connections. Echo and connect runs
+#                       have no warm-up, so the server's on-CPU time (all
+#                       threads, /proc/PID/task/*/schedstat) divided by what
+#                       the load tester counted is server CPU per operation,
+#                       the figure to compare on a busy machine.
 #                       fan1k: 1 room x 1,000 subscribers, 1 publisher; fan10k: 1 x
 #                       10,000, 1 publisher; fan100: 100 rooms x 100, 4 publishers.
 #                       Each fan-out scenario runs twice per server: as fast as
@@ -46,6 +56,8 @@ if [ "$QUICK" = 1 ]; then
     IDLE_N=${BENCH_IDLE_N:-2000}
     BIG_IDLE_N=${BENCH_BIG_IDLE_N:-5000}
     ECHO_FIRST_N=${BENCH_ECHO_FIRST_N:-500}
+    TLS_CONNECT_N=${BENCH_TLS_CONNECT_N:-1000}
+    TLS_IDLE_N=${BENCH_TLS_IDLE_N:-2000}
     MICRO_ARGS="--warm-up-time 0.5 --measurement-time 1"
 else
     SECS=${BENCH_SECS:-5}
@@ -54,6 +66,8 @@ else
     IDLE_N=${BENCH_IDLE_N:-10000}
     BIG_IDLE_N=${BENCH_BIG_IDLE_N:-19000}
     ECHO_FIRST_N=${BENCH_ECHO_FIRST_N:-19000}
+    TLS_CONNECT_N=${BENCH_TLS_CONNECT_N:-3000}
+    TLS_IDLE_N=${BENCH_TLS_IDLE_N:-10000}
     MICRO_ARGS="--warm-up-time 1 --measurement-time 3"
 fi
 WARMUP=1
@@ -61,7 +75,8 @@ HOLD=3
 MICRO=${BENCH_MICRO:-1}
 SERVERS=${BENCH_SERVERS:-"wsedge tt fws tcp"}
 FAN_SERVERS=${BENCH_FAN_SERVERS:-"wsedge tt fan"}
-SCENARIOS=${BENCH_SCENARIOS:-"echo1 echo16 echo16k connect idle fan1k fan10k fan100"}
+TLS_SERVERS=${BENCH_TLS_SERVERS:-"wsedge tt"}
+SCENARIOS=${BENCH_SCENARIOS:-"echo1 echo16 echo16k connect idle wss16 wss16k wssconnect wssidle fan1k fan10k fan100"}
 EXTRA=${BENCH_EXTRA:-1}
 UNPINNED=${BENCH_UNPINNED:-1}
 OUT=${BENCH_OUT:-$ROOT/target/bench}
@@ -81,6 +96,11 @@ LOAD=$ROOT/target/release/wsedge-bench
 TT=$ROOT/peers/target/release/tt-echo
 FWS=$ROOT/peers/target/release/fws-echo
 TTPS=$ROOT/peers/target/release/tt-pubsub
+TTTLS=$ROOT/peers/target/release/tt-tls-echo
+PKI=$OUT/pki
+if [[ " $SCENARIOS " == *" wss"* ]]; then
+    "$ROOT/scripts/tls-certs.sh" "$PKI" >"$OUT/logs/pki.log" 2>&1
+fi
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -116,12 +136,23 @@ trap 'exit 130' INT TERM
 
 # start_server NAME PIN WORKERS [pubsub]: starts NAME on a fresh port; sets
 # SERVER_PID and URL. PIN is a taskset cpu list or "" for unpinned. With
-# "pubsub", URL is the server's pub/sub endpoint (tt is then tt-pubsub).
+# "pubsub", URL is the server's pub/sub endpoint (tt is then tt-pubsub); with
+# "tls", a wss:// echo URL (tt is then tt-tls-echo) and TLS_ARGS the load
+# tester's options for it.
 start_server() {
     local name=$1 pin=$2 workers=$3 kind=${4:-echo} cmd
     PORT=$((PORT + 1))
     local addr=127.0.0.1:$PORT
+    TLS_ARGS=()
     case $name/$kind in
+        wsedge/tls)
+            PORT=$((PORT + 1))
+            printf '[tls]\nlisten = "127.0.0.1:%s"\ncert = "%s/ec.pem"\nkey = "%s/ec-key.pem"\n' \
+                "$PORT" "$PKI" "$PKI" >"$OUT/tls-$PORT.toml"
+            cmd=("$WSEDGE" --listen "$addr" --workers "$workers" --config "$OUT/tls-$PORT.toml")
+            URL=wss://localhost:$PORT/echo ;;
+        tt/tls) cmd=("$TTTLS" --listen "$addr" --threads "$workers" --cert "$PKI/ec.pem" \
+            --key "$PKI/ec-key.pem"); URL=wss://localhost:$PORT/ ;;
         wsedge/echo) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/echo ;;
         wsedge/pubsub) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/ws ;;
         tt/echo) cmd=("$TT" --listen "$addr" --threads "$workers"); URL=ws://$addr/ ;;
@@ -131,6 +162,7 @@ start_server() {
         fan/pubsub) cmd=("$LOAD" serve-tcp-fanout --listen "$addr" --secs 600); URL=tcp://$addr ;;
         *) echo "unknown server $name for $kind" >&2; exit 2 ;;
     esac
+    if [ "$kind" = tls ]; then TLS_ARGS=(--ca "$PKI/ca.pem" --tls 1.3); fi
     if [ -n "$pin" ]; then cmd=(taskset -c "$pin" "${cmd[@]}"); fi
     "${PRIO[@]}" "${cmd[@]}" >"$OUT/logs/server-$name-$PORT.log" 2>&1 &
     SERVER_PID=$!
@@ -159,6 +191,15 @@ stop_server() {
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
 # utime + stime of the server, clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+# On-CPU time of the server, all threads, ns (finer than the ticks, and not
+# counting time spent waiting for a busy core).
+oncpu_ns() {
+    local sum=0 t ns
+    for t in /proc/"$SERVER_PID"/task/*/schedstat; do
+        read -r ns _ <"$t" 2>/dev/null && sum=$((sum + ns))
+    done
+    echo "$sum"
+}
 
 # record ROUND SERVER SCENARIO REP EXTRA_JSON BENCH_JSON
 record() {
@@ -181,11 +222,12 @@ run_load() {
 
 # scenario ROUND SERVER SCEN REP: one measurement against the running server.
 scenario() {
-    local round=$1 server=$2 scen=$3 rep=$4 json t0 t1 c0 c1 extra
+    local round=$1 server=$2 scen=$3 rep=$4 json t0 t1 c0 c1 n0 n1 extra
     local logf=$OUT/logs/load-$round-$server-$scen-$rep.log
     local mode=echo
     [ "$server" = tcp ] && mode=tcp-echo
     c0=$(cpu_ticks)
+    n0=$(oncpu_ns)
     t0=$(date +%s.%N)
     case $scen in
         echo1) json=$(run_load $((SECS + 40)) "$logf" $mode --url "$URL" --conns 100 --inflight 1 \
@@ -200,12 +242,20 @@ scenario() {
                 --size 16384 $bin --secs "$SECS" --warmup $WARMUP --threads "$LOAD_THREADS") ;;
         connect) json=$(run_load 90 "$logf" connect --url "$URL" --total "$CONNECT_N" \
             --concurrency 50 --secs 60 --threads "$LOAD_THREADS") ;;
+        wss16) json=$(run_load $((SECS + 40)) "$logf" echo --url "$URL" "${TLS_ARGS[@]}" --conns 100 \
+            --inflight 16 --size 32 --secs "$SECS" --warmup 0 --threads "$LOAD_THREADS") ;;
+        wss16k) json=$(run_load $((SECS + 40)) "$logf" echo --url "$URL" "${TLS_ARGS[@]}" --conns 10 \
+            --inflight 4 --size 16384 --binary --secs "$SECS" --warmup 0 --threads "$LOAD_THREADS") ;;
+        wssconnect) json=$(run_load 120 "$logf" connect --url "$URL" "${TLS_ARGS[@]}" \
+            --total "$TLS_CONNECT_N" --concurrency 32 --sources 4 --secs 90 --threads "$LOAD_THREADS") ;;
         *) echo "unknown scenario $scen" >&2; exit 2 ;;
     esac
     t1=$(date +%s.%N)
     c1=$(cpu_ticks)
+    n1=$(oncpu_ns)
     extra=$(awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf ",\"server_cpu_pct\":%.1f", 100 * (c1 - c0) / hz / (t1 - t0) }')
+        -v n0="$n0" -v n1="$n1" \
+        'BEGIN { printf ",\"server_cpu_pct\":%.1f,\"server_oncpu_ns\":%d", 100 * (c1 - c0) / hz / (t1 - t0), n1 - n0 }')
     if [ -z "$json" ]; then
         log "  $server $scen: no result (see $logf)"
         json=null
@@ -265,7 +315,7 @@ idle_run() {
     rm -f "$ready"
     sleep 0.3
     rss0=$(rss_kib)
-    local args=(idle --url "$URL" --conns "$n" --hold "$HOLD" --ready-file "$ready")
+    local args=(idle --url "$URL" "${TLS_ARGS[@]}" --conns "$n" --hold "$HOLD" --ready-file "$ready")
     [ "$echo_first" != 0 ] && args+=(--echo-first "$echo_first")
     local cmd=(timeout 400 "$LOAD" "${args[@]}")
     if [ -n "$LOAD_PIN" ]; then cmd=(taskset -c "$LOAD_PIN" "${cmd[@]}"); fi
@@ -296,10 +346,13 @@ LOAD_PIN=1
 LOAD_THREADS=1
 read -r -a echo_servers <<<"$SERVERS"
 read -r -a fan_servers <<<"$FAN_SERVERS"
+read -r -a tls_servers <<<"$TLS_SERVERS"
 for rep in $(seq "$REPS"); do
     for scen in $SCENARIOS; do
         if [[ $scen == fan* ]]; then
             server_list=("${fan_servers[@]}")
+        elif [[ $scen == wss* ]]; then
+            server_list=("${tls_servers[@]}")
         else
             server_list=("${echo_servers[@]}")
         fi
@@ -311,10 +364,14 @@ for rep in $(seq "$REPS"); do
                 fan_run pinned "$server" "$scen" "$rep" 0 1
                 continue
             fi
-            start_server "$server" 0 1
+            kind=echo
+            [[ $scen == wss* ]] && kind=tls
+            start_server "$server" 0 1 $kind
             log "rep $rep/$REPS  $scen  $server"
             if [ "$scen" = idle ]; then
                 idle_run pinned "$server" idle "$rep" "$IDLE_N"
+            elif [ "$scen" = wssidle ]; then
+                idle_run pinned "$server" wssidle "$rep" "$TLS_IDLE_N"
             else
                 scenario pinned "$server" "$scen" "$rep"
             fi
@@ -345,7 +402,7 @@ if [ "$UNPINNED" = 1 ]; then
             fan_run unpinned wsedge "$scen" 1 "" 2
             continue
         fi
-        [[ $scen == idle ]] && continue
+        [[ $scen == idle || $scen == wss* ]] && continue
         for server in wsedge tt; do
             start_server "$server" "" 2
             log "unpinned  $scen  $server (2 workers)"

@@ -59,7 +59,7 @@ def metrics(r):
         m["load_cpu"] = b.get("busy_max_pct")
         m["cpu"] = r.get("server_cpu_pct")
         return m
-    if r["scenario"] in ("idle", "idle19k", "idle1m"):
+    if r["scenario"] in ("idle", "idle19k", "idle1m", "wssidle"):
         n = r.get("idle_conns") or 0
         if n > 0:
             m["kib_per_conn"] = (r["rss1_kib"] - r["rss0_kib"]) / n
@@ -82,6 +82,15 @@ def metrics(r):
         m["p99_us"] = b.get("p99_us")
     if b.get("errors"):
         m["errors"] = b["errors"]
+    ns = r.get("server_oncpu_ns")
+    if ns:
+        # Server on-CPU time per operation (wss scenarios: no warm-up, so the
+        # load tester's count covers the whole run).
+        if b.get("mode") == "connect" and b.get("handshakes"):
+            m["cycles_per_cpu_s"] = b["handshakes"] / (ns / 1e9)
+            m["cpu_us_per_cycle"] = ns / 1e3 / b["handshakes"]
+        elif b.get("messages"):
+            m["cpu_ns_per_msg"] = ns / b["messages"]
     if b.get("busy_max_pct") is not None:
         m["load_cpu"] = b["busy_max_pct"]
     if r.get("server_cpu_pct"):
@@ -252,6 +261,61 @@ def targets_table(g, scale):
         "| target | measured | wanted | verdict |",
         "|---|---:|---:|---|",
     ]
+    return "\n".join(head + rows)
+
+
+TLS_NAMES = {
+    "wsedge": "wsedge (mio, 1 worker, rustls unbuffered)",
+    "tt": "tokio-tungstenite + tokio-rustls (tt-tls-echo, 1 thread)",
+}
+
+
+def tls_table(g):
+    out = [
+        "| server | wss echo 100×16×32 B msg/s | server ns/msg | wss echo 10×4×16 KiB MB/s "
+        "| server µs/msg | TLS cycles/s | server µs/cycle (cycles per server CPU-s) "
+        "| idle KiB per TLS conn |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server in ("wsedge", "tt"):
+        if not any((server, sc) in g for sc in ("wss16", "wss16k", "wssconnect", "wssidle")):
+            continue
+        f = lambda sc, k: medm(g, server, sc, k)  # noqa: E731
+        ns16k = f("wss16k", "cpu_ns_per_msg")
+        us_cycle, per_s = f("wssconnect", "cpu_us_per_cycle"), f("wssconnect", "cycles_per_cpu_s")
+        cyc = "—" if us_cycle is None else f"{us_cycle:.0f} ({fmt(per_s, 'rate')})"
+        out.append(
+            f"| {TLS_NAMES[server]} | {fmt(f('wss16', 'msgs_per_sec'), 'rate')} "
+            f"| {fmt(f('wss16', 'cpu_ns_per_msg'), 'us')} | {fmt(f('wss16k', 'mb_per_sec'), 'mb')} "
+            f"| {'—' if ns16k is None else f'{ns16k / 1e3:.1f}'} "
+            f"| {fmt(f('wssconnect', 'handshakes_per_sec'), 'rate')} | {cyc} "
+            f"| {fmt(f('wssidle', 'kib_per_conn'), 'kib')} |"
+        )
+    return "\n".join(out)
+
+
+def tls_targets(g):
+    rows = []
+
+    def add(target, reps, want, ok):
+        r = statistics.median(reps) if reps else None
+        spread = f" (reps {', '.join(f'{x:.2f}' for x in reps)})" if len(reps) > 1 else ""
+        verdict = "—" if r is None else ("**met**" if ok(r) else "**MISSED**")
+        rows.append(f"| {target} | {fmt_r(r)}{spread} | {want} | {verdict} |")
+
+    # Peer CPU per operation / wsedge CPU per operation, per repetition: how
+    # many times more the peer spends (the throughput ratio on an idle machine
+    # where the server's core is the limit).
+    add("wss echo 100×16×32 B: peer / wsedge server CPU per message",
+        per_rep_ratios(g, "tt", "wsedge", "wss16", "cpu_ns_per_msg"), "≥ 2", lambda r: r >= 2)
+    add("wss echo 10×4×16 KiB: peer / wsedge server CPU per message",
+        per_rep_ratios(g, "tt", "wsedge", "wss16k", "cpu_ns_per_msg"), "≥ 1.2", lambda r: r >= 1.2)
+    add("full TLS cycle: wsedge / peer server CPU per cycle",
+        per_rep_ratios(g, "wsedge", "tt", "wssconnect", "cpu_us_per_cycle"), "≤ 0.8", lambda r: r <= 0.8)
+    k = medm(g, "wsedge", "wssidle", "kib_per_conn")
+    rows.append(f"| idle KiB per TLS connection (wsedge) | {fmt(k, 'kib')} | ≤ 2.00 | "
+                f"{'—' if k is None else ('**met**' if k <= 2 else '**MISSED**')} |")
+    head = ["| target (issue 13) | measured | wanted | verdict |", "|---|---:|---:|---|"]
     return "\n".join(head + rows)
 
 
@@ -465,6 +529,18 @@ def main():
     print("## Targets (issue 3)")
     print()
     print(targets_table(pinned, scale_js))
+    if any(sc.startswith("wss") for (_, sc) in pinned):
+        print()
+        print("## TLS (wss://): server on core 0, load tester on core 1 (issue 13)")
+        print()
+        print("TLS 1.3, X25519, ECDSA P-256, no resumption; the load tester verifies the certificate. "
+              "Server CPU per operation: the server's on-CPU time (all threads, schedstat) over the run "
+              "divided by the messages or cycles the load tester counted (no warm-up; the echo runs "
+              "include their 100 or 10 handshakes). On a shared machine compare these, not the rates.")
+        print()
+        print(tls_table(pinned))
+        print()
+        print(tls_targets(pinned))
     if any(sc in FAN_SCEN for (_, sc) in pinned):
         print()
         print("## Fan-out: server on core 0, load tester on core 1 (issue 12)")

@@ -156,6 +156,9 @@ pub struct TlsConn {
     ready: bool,
     /// close_notify was sealed: nothing more is written.
     closed: bool,
+    /// A handshake record was sent: the record layer may be encrypted, so
+    /// no plaintext alert of ours can follow.
+    spoke: bool,
 }
 
 impl TlsConn {
@@ -168,6 +171,7 @@ impl TlsConn {
             early: Vec::new(),
             ready: false,
             closed: false,
+            spoke: false,
         })
     }
 
@@ -274,12 +278,45 @@ fn seal(
 /// (the caller writes it) and marks the connection closed. `buf` must be
 /// the bytes the failing call was given: rustls's handshake reassembly
 /// points into them, so any other buffer could send it out of bounds.
-fn alert(tls: &mut TlsConn, buf: &mut [u8]) {
+///
+/// Some errors rustls ends the stream on without an alert of its own (a
+/// handshake message over its size limit, one interleaved with other
+/// records, too many empty records). While the server's record layer is
+/// still plaintext the alert is written here, as a plaintext record: a
+/// client that sends garbage during the handshake reads why (found by the
+/// `tls` fuzz target). Once it encrypts, only rustls can seal one.
+fn alert(tls: &mut TlsConn, buf: &mut [u8], err: &rustls::Error) {
     tls.closed = true;
-    // The alert comes out first; asking again would only repeat the error.
-    let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(buf);
-    if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
-        let _ = encode_into(&mut e, &mut tls.tx);
+    let before = tls.tx.len();
+    // Records queued before the error (a ServerHello) come out first, then
+    // the alert, one per call. Only while rustls holds some: a call past
+    // them would process `buf` again, and a record that failed to decrypt
+    // would fail again and queue a second fatal alert. (Taking only the
+    // first record lost the alert when the ALPN check failed behind a
+    // ServerHello: found by the `tls` fuzz target.)
+    while tls.conn.wants_write() {
+        let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(buf);
+        let Ok(ConnectionState::EncodeTlsData(mut e)) = state else { break };
+        if encode_into(&mut e, &mut tls.tx).is_err() {
+            break;
+        }
+    }
+    // The server's records are plaintext until it has sent a hello (TLS
+    // 1.3 encrypts right after it) or, in TLS 1.2, until its
+    // ChangeCipherSpec, the last thing a full handshake sends (a resumed
+    // 1.2 handshake sends it first: that client reads a record it cannot
+    // decrypt, and closes all the same).
+    let plaintext = !tls.spoke
+        || (tls.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+            && tls.conn.is_handshaking());
+    if tls.tx.len() == before && plaintext {
+        let desc = match err {
+            rustls::Error::InvalidMessage(m) => rustls::AlertDescription::from(*m),
+            _ => rustls::AlertDescription::UnexpectedMessage,
+        };
+        // RFC 8446 5.1 / 6: TLSPlaintext { alert(21), legacy 0x0303, length 2,
+        // level fatal(2), description }.
+        tls.tx.extend_from_slice(&[21, 3, 3, 0, 2, 2, u8::from(desc)]);
     }
 }
 
@@ -334,6 +371,9 @@ impl<S: Read + Write> TlsIo<'_, S> {
         drain_all: bool,
         mut deliver: impl FnMut(&[u8]) -> bool,
     ) -> io::Result<TlsRead> {
+        if self.tls.closed {
+            return self.read_after_close(drain_all);
+        }
         let scratch = &mut *self.scratch;
         if scratch.rx.len() < READ_SIZE + MAX_RECORD {
             scratch.rx.resize(READ_SIZE + MAX_RECORD, 0);
@@ -399,6 +439,31 @@ impl<S: Read + Write> TlsIo<'_, S> {
         Ok(outcome)
     }
 
+    /// After our close_notify or fatal alert: the peer's records mean
+    /// nothing more (the connection only waits for its end of stream), so
+    /// they are read and dropped, not handed to rustls. Asked again, rustls
+    /// would queue a fatal alert behind its close_notify, or a second one
+    /// behind its first, for a bad record (a debug assertion in rustls
+    /// 0.23; found by the `tls` fuzz target).
+    fn read_after_close(&mut self, drain_all: bool) -> io::Result<TlsRead> {
+        self.tls.rx = Vec::new();
+        let scratch = &mut *self.scratch;
+        if scratch.rx.len() < READ_SIZE {
+            scratch.rx.resize(READ_SIZE, 0);
+        }
+        for _ in 0..MAX_READS_PER_TURN {
+            match self.sock.read(&mut scratch.rx) {
+                Ok(0) => return Ok(TlsRead::Eof),
+                Ok(n) if n < scratch.rx.len() && !drain_all => return Ok(TlsRead::Drained),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(TlsRead::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(TlsRead::More)
+    }
+
     /// Processes the records in `scratch.rx[start..end]`: returns how many
     /// bytes were used and why it stopped.
     fn process(
@@ -415,7 +480,7 @@ impl<S: Read + Write> TlsIo<'_, S> {
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
-                    alert(tls, &mut self.scratch.rx[start + used..end]);
+                    alert(tls, &mut self.scratch.rx[start + used..end], &e);
                     return Err(tls_error(e));
                 }
             };
@@ -435,12 +500,13 @@ impl<S: Read + Write> TlsIo<'_, S> {
                         }
                     }
                     if let Some(e) = failed {
-                        alert(tls, &mut self.scratch.rx[start + used..end]);
+                        alert(tls, &mut self.scratch.rx[start + used..end], &e);
                         return Err(tls_error(e));
                     }
                     None
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
+                    tls.spoke = true;
                     encode_into(&mut e, &mut tls.tx)?;
                     None
                 }

@@ -213,3 +213,172 @@ fn a_socket_that_takes_little_keeps_sealed_records_until_writable() {
     let mut rest = Vec::new();
     assert_eq!(c.reader().read_to_end(&mut rest).unwrap(), 0);
 }
+
+/// Found by the `tls` fuzz target: a ClientHello whose handshake length is
+/// over rustls's limit ends the stream in rustls without an alert of its
+/// own; the client must still read one (a plaintext decode_error, as
+/// nothing was sent yet), and the read fails so the connection closes.
+#[test]
+fn a_hello_too_large_to_reassemble_gets_a_decode_error_alert() {
+    let (cfg, cert) = configs("toolarge");
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut c = client(&cert, version);
+        let mut s = TlsConn::new(cfg.clone()).unwrap();
+        let mut scratch = TlsScratch::new();
+        let mut pipe =
+            Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+        while c.wants_write() {
+            c.write_tls(&mut pipe.inbound).unwrap();
+        }
+        // Record header (5 bytes), handshake type, then the 24-bit length:
+        // its top bit set says 8 MiB.
+        assert_eq!(pipe.inbound[5], 1, "a ClientHello");
+        pipe.inbound[6] ^= 0x80;
+        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+        let err = io.read(false, |_| panic!("no plaintext")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let mut r = &pipe.outbound[..];
+        c.read_tls(&mut r).unwrap();
+        assert_eq!(
+            c.process_new_packets().unwrap_err(),
+            rustls::Error::AlertReceived(rustls::AlertDescription::DecodeError),
+            "{version:?}"
+        );
+        // Nothing more: the connection is over.
+        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+        assert_eq!(io.write(b"x").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+}
+
+/// Found by the `tls` fuzz target: in TLS 1.3 the ALPN check fails after
+/// the ServerHello is queued; the no_application_protocol alert must follow
+/// it, not be lost behind it.
+#[test]
+fn an_alert_behind_a_server_hello_reaches_the_client() {
+    let (cfg, cert) = configs("alpn");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut ccfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ccfg.alpn_protocols = vec![b"h2".to_vec()];
+    let mut c =
+        rustls::ClientConnection::new(Arc::new(ccfg), "localhost".try_into().unwrap()).unwrap();
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    while c.wants_write() {
+        c.write_tls(&mut pipe.inbound).unwrap();
+    }
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert!(io.read(false, |_| panic!("no plaintext")).is_err());
+    let mut r = &pipe.outbound[..];
+    c.read_tls(&mut r).unwrap();
+    assert_eq!(
+        c.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+    );
+}
+
+/// A record that fails to decrypt gets one bad_record_mac alert and ends
+/// the stream (asking rustls for more records past its alert would decrypt
+/// the record again and queue a second fatal alert, a debug assertion in
+/// rustls: found by the `tls` fuzz target).
+#[test]
+fn a_corrupted_record_gets_bad_record_mac_once() {
+    let (cfg, cert) = configs("badmac");
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut c = client(&cert, version);
+        let mut s = TlsConn::new(cfg.clone()).unwrap();
+        let mut scratch = TlsScratch::new();
+        let mut pipe =
+            Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+        }
+        c.writer().write_all(b"hello").unwrap();
+        let mut record = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut record).unwrap();
+        }
+        let last = record.len() - 1;
+        record[last] ^= 1;
+        pipe.inbound.extend_from_slice(&record);
+        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+        assert!(io.read(false, |_| panic!("nothing decrypts")).is_err());
+        let mut r = &pipe.outbound[..];
+        c.read_tls(&mut r).unwrap();
+        assert_eq!(
+            c.process_new_packets().unwrap_err(),
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
+            "{version:?}"
+        );
+    }
+}
+
+/// Found by the `tls` fuzz target: in TLS 1.2 a ClientKeyExchange whose
+/// length runs past its record, followed by the ChangeCipherSpec record,
+/// ends the stream in rustls without an alert; the server's records are
+/// still plaintext then, so the client reads an unexpected_message alert.
+#[test]
+fn a_tls12_client_flight_with_a_bad_length_gets_an_alert() {
+    let (cfg, cert) = configs("tls12len");
+    let mut c = client(&cert, &rustls::version::TLS12);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    // ClientHello in, the server's flight out to the client.
+    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+    let mut flight = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut flight).unwrap();
+    }
+    assert_eq!((flight[0], flight[5]), (22, 16), "a ClientKeyExchange record");
+    flight[8] ^= 0x40;
+    pipe.inbound.extend_from_slice(&flight);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert!(io.read(false, |_| panic!("no plaintext")).is_err());
+    let mut r = &pipe.outbound[..];
+    c.read_tls(&mut r).unwrap();
+    assert_eq!(
+        c.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage)
+    );
+}
+
+/// After the server's close_notify, the client's records are read and
+/// dropped until its end of stream: a bad one is not handed to rustls
+/// (which would queue a fatal alert behind its close_notify, a debug
+/// assertion in rustls: found by the `tls` fuzz target).
+#[test]
+fn records_after_our_close_notify_are_dropped_until_the_end_of_stream() {
+    let (cfg, cert) = configs("afterclose");
+    let mut c = client(&cert, &rustls::version::TLS13);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    for _ in 0..4 {
+        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+    }
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    io.close_notify();
+    c.writer().write_all(b"late").unwrap();
+    let mut record = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut record).unwrap();
+    }
+    let last = record.len() - 1;
+    record[last] ^= 1;
+    pipe.inbound.extend_from_slice(&record);
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.read(false, |_| panic!("nothing after close")).unwrap(), TlsRead::Drained);
+    assert!(pipe.inbound.is_empty(), "read and dropped");
+    assert_eq!(s.buffered_bytes(), 0);
+}

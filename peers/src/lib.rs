@@ -12,6 +12,13 @@ pub struct Args {
 
 /// Parses `--listen ADDR` (default 127.0.0.1:9002) and `--threads N` (default 1).
 pub fn args(name: &str) -> Args {
+    args_with(name, &[]).0
+}
+
+/// [`args`] plus the required flags in `extra` (each with a value),
+/// returned in the order given.
+pub fn args_with(name: &str, extra: &[&str]) -> (Args, Vec<String>) {
+    let mut values: Vec<Option<String>> = vec![None; extra.len()];
     let mut listen: SocketAddr = "127.0.0.1:9002".parse().expect("valid default");
     let mut threads = 1;
     let mut it = std::env::args().skip(1);
@@ -31,16 +38,24 @@ pub fn args(name: &str) -> Args {
                 };
             }
             "-h" | "--help" => usage(name, ""),
-            other => usage(name, &format!("unknown argument {other:?}")),
+            other => match extra.iter().position(|f| *f == other) {
+                Some(i) => values[i] = Some(val(other)),
+                None => usage(name, &format!("unknown argument {other:?}")),
+            },
         }
     }
-    Args { listen, threads }
+    let values = values
+        .into_iter()
+        .zip(extra)
+        .map(|(v, f)| v.unwrap_or_else(|| usage(name, &format!("{f} is required"))))
+        .collect();
+    (Args { listen, threads }, values)
 }
 
 fn usage(name: &str, err: &str) -> ! {
     if !err.is_empty() {
         eprintln!("{name}: {err}");
     }
-    eprintln!("usage: {name} [--listen ADDR:PORT] [--threads N]");
+    eprintln!("usage: {name} [--listen ADDR:PORT] [--threads N] [--cert PEM --key PEM]");
     std::process::exit(if err.is_empty() { 0 } else { 2 })
 }

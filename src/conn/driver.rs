@@ -144,12 +144,23 @@ impl Host {
         }
         let mut half_close = false;
         if conn.wants_shutdown() {
-            // close_notify goes behind the last record, before the FIN.
+            // close_notify goes behind the last record, before the FIN
+            // (sealed once; later calls only write out what is left).
             w.close_notify();
-            // When the peer already finished its side of the close
-            // handshake the socket is simply closed (`closed` below).
-            half_close = !conn.close_when_flushed();
-            conn.shutdown_done();
+            match w.flush_records() {
+                Ok(true) => {
+                    // When the peer already finished its side of the close
+                    // handshake the socket is simply closed (`closed` below).
+                    half_close = !conn.close_when_flushed();
+                    conn.shutdown_done();
+                }
+                // The socket is full: the FIN waits for the rest of the
+                // close_notify record (a FIN sent now would cut it short
+                // and the client would see a truncated stream: found by the
+                // `tls` fuzz target). The next writable event comes back here.
+                Ok(false) => writable = false,
+                Err(_) => conn.handle_io_error(),
+            }
         }
         let closed = conn.is_closed();
         let deadline = if closed { NEVER } else { conn.deadline(&self.settings).max(self.now + 1) };

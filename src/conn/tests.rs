@@ -582,6 +582,26 @@ fn a_refusal_is_written_whole_then_close_notify_then_the_half_close() {
     assert_eq!(done.deadline, NEVER);
 }
 
+/// A socket that takes only part of the close_notify record gets no FIN
+/// (and is not closed) until the rest is written: a FIN behind a cut
+/// record is a truncated stream to the client.
+#[test]
+fn the_half_close_waits_for_the_whole_close_notify_record() {
+    let mut h = Harness::new(|_| {});
+    let mut conn = Conn::new(0, &h.settings);
+    conn.handle_input(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &mut h.env());
+    let mut kernel = Recorder { records_held: true, ..Recorder::taking(usize::MAX) };
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(!done.writable && !done.half_close && !done.closed, "{done:?}");
+    assert_eq!(kernel.log.len(), 1, "close_notify sealed behind the response");
+    kernel.records_held = false;
+    let writable = h.handle_writable(&mut conn, &mut kernel).writable;
+    let done = h.end_turn(&mut conn, &mut kernel, EndTurn { writable, hold_queue: false });
+    assert!(done.half_close && !done.closed, "{done:?}");
+    let done = h.end_turn(&mut conn, &mut kernel, TURN);
+    assert!(!done.half_close, "once: {done:?}");
+}
+
 #[test]
 fn a_completed_close_handshake_closes_the_socket_without_a_half_close() {
     let mut h = Harness::new(|_| {});
