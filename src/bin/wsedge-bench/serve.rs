@@ -74,33 +74,40 @@ fn echo_read(
     }
 }
 
-/// Serves until `cfg.secs` have passed, then prints a summary and a JSON line.
-pub fn serve_tcp_echo(cfg: &ServeCfg) -> ExitCode {
+/// The poll token of a reference server's listener.
+pub(crate) const LISTENER: Token = Token(usize::MAX);
+
+/// Start-up shared by the raw-TCP reference servers: raises the descriptor
+/// limit, binds `cfg.listen`, registers it as [`LISTENER`] and prints the
+/// `listening on` line (`what` names the server). On failure the reason is
+/// printed and the exit code returned.
+pub(crate) fn start_listener(
+    cfg: &ServeCfg,
+    what: &str,
+) -> Result<(mio::net::TcpListener, Poll, String), ExitCode> {
     raise_nofile();
-    let listener = match bind_listener(cfg.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("wsedge-bench: cannot listen on {}: {e}", cfg.listen);
-            return ExitCode::FAILURE;
-        }
+    let fail = |what: &str, e: std::io::Error| {
+        eprintln!("wsedge-bench: {what}: {e}");
+        ExitCode::FAILURE
     };
-    let mut listener = listener;
+    let mut listener = bind_listener(cfg.listen)
+        .map_err(|e| fail(&format!("cannot listen on {}", cfg.listen), e))?;
     let local =
         listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| cfg.listen.to_string());
-    let poll = Poll::new();
-    let mut poll = match poll {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("wsedge-bench: cannot create poll: {e}");
-            return ExitCode::FAILURE;
-        }
+    let poll = Poll::new().map_err(|e| fail("cannot create poll", e))?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(|e| fail("cannot register listener", e))?;
+    eprintln!("listening on {local} ({what}, {} s)", cfg.secs);
+    Ok((listener, poll, local))
+}
+
+/// Serves until `cfg.secs` have passed, then prints a summary and a JSON line.
+pub fn serve_tcp_echo(cfg: &ServeCfg) -> ExitCode {
+    let (listener, mut poll, local) = match start_listener(cfg, "tcp echo") {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    const LISTENER: Token = Token(usize::MAX);
-    if let Err(e) = poll.registry().register(&mut listener, LISTENER, Interest::READABLE) {
-        eprintln!("wsedge-bench: cannot register listener: {e}");
-        return ExitCode::FAILURE;
-    }
-    eprintln!("listening on {local} (tcp echo, {} s)", cfg.secs);
     let start = Instant::now();
     let deadline = Duration::from_secs_f64(cfg.secs);
     let mut conns: Vec<Option<EchoConn>> = Vec::new();

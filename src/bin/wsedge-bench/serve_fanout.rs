@@ -19,12 +19,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Token};
 
 use crate::config::ServeCfg;
-use crate::net::bind_listener;
 use crate::report::Json;
-use crate::sys::raise_nofile;
+use crate::serve::{start_listener, LISTENER};
 
 /// Unsent bytes over which a subscriber is dropped.
 const MAX_PENDING: usize = 64 << 20;
@@ -219,29 +218,10 @@ impl Server {
 
 /// Serves until `cfg.secs` have passed, then prints a summary and a JSON line.
 pub fn serve_tcp_fanout(cfg: &ServeCfg) -> ExitCode {
-    raise_nofile();
-    let mut listener = match bind_listener(cfg.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("wsedge-bench: cannot listen on {}: {e}", cfg.listen);
-            return ExitCode::FAILURE;
-        }
+    let (listener, mut poll, local) = match start_listener(cfg, "tcp fan-out") {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let local =
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| cfg.listen.to_string());
-    let mut poll = match Poll::new() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("wsedge-bench: cannot create poll: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    const LISTENER: Token = Token(usize::MAX);
-    if let Err(e) = poll.registry().register(&mut listener, LISTENER, Interest::READABLE) {
-        eprintln!("wsedge-bench: cannot register listener: {e}");
-        return ExitCode::FAILURE;
-    }
-    eprintln!("listening on {local} (tcp fan-out, {} s)", cfg.secs);
     let start = Instant::now();
     let deadline = Duration::from_secs_f64(cfg.secs);
     let mut s = Server {
