@@ -149,6 +149,57 @@ fn a_thousand_subscribers_over_all_workers_get_all_of_a_thousand_messages_in_ord
     assert_eq!(server.stats().deliveries, 1_000_000);
 }
 
+/// One worker holds more dirty subscribers than it flushes per loop
+/// iteration (1,024), so the fan-out spans iterations while the publisher
+/// (a member of the room too) keeps publishing and gets its acks: nothing is
+/// lost, duplicated or reordered, and the publisher sees its own messages in
+/// order between its acks.
+#[test]
+fn a_room_bigger_than_one_iterations_flush_gets_every_message_in_order() {
+    let server = start(&config(1, |_| {}));
+    let addr = server.local_addr();
+    let subs: Vec<Raw> = (0..1500).map(|_| raw_subscriber(addr, "big")).collect();
+    let mut publisher = raw_subscriber(addr, "big");
+    const N: usize = 300;
+    for i in 0..N {
+        let req = json!({"type":"publish","room":"big","data":i,"id":i + 10});
+        publisher.send(&frame(true, 1, req.to_string().as_bytes()));
+    }
+    // The publisher: each ack, and its own copy of every message in order.
+    let mut acks = 0;
+    let mut seen = 0;
+    while acks < N || seen < N {
+        let m = &read_texts(&mut publisher, 1)[0];
+        match m["type"].as_str() {
+            Some("ack") => {
+                assert_eq!(m["id"], acks + 10, "acks in request order");
+                acks += 1;
+            }
+            Some("message") => {
+                assert_eq!(m["data"], seen, "own messages in publish order");
+                seen += 1;
+            }
+            other => panic!("unexpected {other:?}: {m}"),
+        }
+    }
+    let mut threads = Vec::new();
+    let mut subs = subs;
+    while !subs.is_empty() {
+        let chunk: Vec<Raw> = subs.drain(..subs.len().min(500)).collect();
+        threads.push(std::thread::spawn(move || {
+            for mut sub in chunk {
+                for (i, m) in read_texts(&mut sub, N).iter().enumerate() {
+                    assert_eq!((&m["data"], &m["offset"]), (&json!(i), &json!(i + 1)));
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(server.stats().deliveries, (N * 1501) as u64);
+}
+
 #[test]
 fn a_stalled_subscriber_in_a_room_of_a_thousand_does_not_delay_the_others() {
     let server = start(&config(2, |c| {

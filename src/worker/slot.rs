@@ -16,6 +16,7 @@
 //! connections ask for goes to `app` through [`Worker::app_event`], and
 //! refusals are logged there.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -230,8 +231,14 @@ pub(super) struct Core {
     /// The clock, cork, context pool, counters, settings and events the
     /// connections borrow (as an `Env`) during their turns.
     pub(super) host: Host,
-    /// Connections with queued output to flush at the end of the iteration.
-    pub(super) dirty: Vec<usize>,
+    /// Connections with queued output, in the order they got it; the end of
+    /// each iteration flushes at most `FLUSH_PER_ITERATION` of them (the
+    /// rest wait for the next iteration, so their queues grow and are
+    /// written together).
+    pub(super) dirty: VecDeque<usize>,
+    /// Dirty connections whose own input produced output this iteration
+    /// (acks, replies): flushed in full at the end of the iteration.
+    pub(super) replies: Vec<usize>,
 }
 
 impl Core {
@@ -242,7 +249,7 @@ impl Core {
         };
         let queued = self.host.enqueue(&mut slot.conn, frame);
         if slot.mark_dirty() {
-            self.dirty.push(key);
+            self.dirty.push_back(key);
         }
         queued
     }
@@ -251,7 +258,7 @@ impl Core {
     pub(super) fn mark_dirty(&mut self, key: usize) {
         if let Some(slot) = self.conns.get_mut(key) {
             if slot.mark_dirty() {
-                self.dirty.push(key);
+                self.dirty.push_back(key);
             }
         }
     }
@@ -425,6 +432,11 @@ impl Worker {
                 self.app_event(key, id, event);
             }
             self.core.host.events = events;
+            // What the client asked for goes out at the end of this
+            // iteration, not behind the fan-out backlog.
+            if self.core.conns.get(key).is_some_and(|s| s.dirty && Some(s.id) == id) {
+                self.core.replies.push(key);
+            }
         }
         if closed && self.core.conns.get(key).is_some_and(|s| Some(s.id) == id) {
             self.remove(key);
