@@ -16,8 +16,11 @@
 #                       connect/idle counts, short micro-benchmarks
 #   BENCH_MICRO=0       skip the criterion benches and the scale simulation
 #   BENCH_SERVERS="wsedge tt fws tcp"   pinned-round servers to run (echo scenarios)
-#   BENCH_FAN_SERVERS="wsedge tt fan"   pinned-round servers of the fan-out scenarios
-#                       (tt = peers' tt-pubsub, fan = serve-tcp-fanout, the ceiling)
+#   BENCH_FAN_SERVERS="wsedge wsbin tt fan"   pinned-round servers of the fan-out
+#                       scenarios (wsbin = wsedge driven with binary publishes and
+#                       deliveries, the load tester's work per delivery then equal
+#                       to the ceiling's; tt = peers' tt-pubsub; fan =
+#                       serve-tcp-fanout, the ceiling)
 #   BENCH_TLS_SERVERS="wsedge tt"   pinned-round servers of the wss:// scenarios
 #                       (tt = peers' tt-tls-echo: tokio-tungstenite + tokio-rustls)
 #   BENCH_SCENARIOS="echo1 echo16 echo16k connect idle wss16 wss16k wssconnect wssidle fan1k fan10k fan100"
@@ -74,7 +77,7 @@ WARMUP=1
 HOLD=3
 MICRO=${BENCH_MICRO:-1}
 SERVERS=${BENCH_SERVERS:-"wsedge tt fws tcp"}
-FAN_SERVERS=${BENCH_FAN_SERVERS:-"wsedge tt fan"}
+FAN_SERVERS=${BENCH_FAN_SERVERS:-"wsedge wsbin tt fan"}
 TLS_SERVERS=${BENCH_TLS_SERVERS:-"wsedge tt"}
 SCENARIOS=${BENCH_SCENARIOS:-"echo1 echo16 echo16k connect idle wss16 wss16k wssconnect wssidle fan1k fan10k fan100"}
 EXTRA=${BENCH_EXTRA:-1}
@@ -154,7 +157,7 @@ start_server() {
         tt/tls) cmd=("$TTTLS" --listen "$addr" --threads "$workers" --cert "$PKI/ec.pem" \
             --key "$PKI/ec-key.pem"); URL=wss://localhost:$PORT/ ;;
         wsedge/echo) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/echo ;;
-        wsedge/pubsub) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/ws ;;
+        wsedge/pubsub | wsbin/pubsub) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/ws ;;
         tt/echo) cmd=("$TT" --listen "$addr" --threads "$workers"); URL=ws://$addr/ ;;
         tt/pubsub) cmd=("$TTPS" --listen "$addr" --threads "$workers"); URL=ws://$addr/ws ;;
         fws/echo) cmd=("$FWS" --listen "$addr"); URL=ws://$addr/ ;;
@@ -277,23 +280,27 @@ fan_args() {
 # fresh servers: as fast as possible (recorded as SCEN), then at 50% of the
 # publishes/s that run measured (recorded as SCEN@50).
 fan_run() {
-    local round=$1 server=$2 scen=$3 rep=$4 pin=$5 workers=$6 json rate t0 t1 c0 c1 extra
+    local round=$1 server=$2 scen=$3 rep=$4 pin=$5 workers=$6 json rate t0 t1 c0 c1 n0 n1 extra
     local args
     read -r -a args <<<"$(fan_args "$scen")"
+    if [ "$server" = wsbin ]; then args+=(--binary); fi
     rate=0
     for tag in "$scen" "$scen@50"; do
         start_server "$server" "$pin" "$workers" pubsub
         log "rep $rep  $tag  $server (workers $workers)"
         local logf=$OUT/logs/load-$round-$server-$tag-$rep.log
         c0=$(cpu_ticks)
+        n0=$(oncpu_ns)
         t0=$(date +%s.%N)
         json=$(run_load $((SECS + 90)) "$logf" pubsub --url "$URL" "${args[@]}" --rate "$rate" \
             --secs "$SECS" --warmup $WARMUP --threads "$LOAD_THREADS")
         t1=$(date +%s.%N)
         c1=$(cpu_ticks)
+        n1=$(oncpu_ns)
         stop_server
         extra=$(awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN { printf ",\"server_cpu_pct\":%.1f", 100 * (c1 - c0) / hz / (t1 - t0) }')
+            -v n0="$n0" -v n1="$n1" \
+            'BEGIN { printf ",\"server_cpu_pct\":%.1f,\"server_oncpu_ns\":%d", 100 * (c1 - c0) / hz / (t1 - t0), n1 - n0 }')
         if [ -z "$json" ]; then
             log "  $server $tag: no result (see $logf)"
             record "$round" "$server" "$tag" "$rep" "$extra" null
