@@ -176,7 +176,11 @@ impl Server {
         let count = config.worker_count();
         let tls = match config.tls.listen_addr() {
             Some(tls_addr) => {
-                let cfg = crate::tls::load_server_config(&config.tls.cert, &config.tls.key)?;
+                let cfg = crate::tls::load_server_config_with(
+                    &config.tls.cert,
+                    &config.tls.key,
+                    config.tls.cipher_order,
+                )?;
                 Some((tls_addr, cfg))
             }
             None => None,

@@ -162,6 +162,40 @@ fn tls12_and_tls13_echo_large_messages_and_close_with_close_notify() {
     }
 }
 
+/// `[tls] cipher_order`: by default the server's order picks AES-128-GCM
+/// even from a client that lists AES-256-GCM first (rustls's own default
+/// order), in TLS 1.3 and 1.2; with "client" the client's first choice wins.
+#[test]
+fn the_server_picks_aes_128_gcm_unless_the_config_says_client_order() {
+    use rustls::CipherSuite as S;
+    let pki = Pki::new("suites");
+    let suite_of = |server: &wsedge::Server, version| {
+        let tls = server.tls_addr().expect("TLS listener");
+        let mut ws = wss_with(pki.client_config_with(&[version]), tls, "/echo");
+        ws.send(Message::text("x")).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text("x"));
+        ws.get_ref().conn.negotiated_cipher_suite().expect("a suite").suite()
+    };
+    let server = pki.server();
+    assert_eq!(suite_of(&server, &rustls::version::TLS13), S::TLS13_AES_128_GCM_SHA256);
+    assert_eq!(
+        suite_of(&server, &rustls::version::TLS12),
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+    drop(server);
+    let server = start(&config(1, |c| {
+        c.tls.listen = "127.0.0.1:0".into();
+        c.tls.cert = pki.path("cert.pem");
+        c.tls.key = pki.path("key.pem");
+        c.tls.cipher_order = wsedge::config::CipherOrder::Client;
+    }));
+    assert_eq!(suite_of(&server, &rustls::version::TLS13), S::TLS13_AES_256_GCM_SHA384);
+    assert_eq!(
+        suite_of(&server, &rustls::version::TLS12),
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+    );
+}
+
 #[test]
 fn garbage_on_the_tls_port_gets_an_alert_and_a_close() {
     let pki = Pki::new("garbage");

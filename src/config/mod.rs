@@ -84,6 +84,20 @@ pub struct TlsConfig {
     pub cert: String,
     /// PEM private key file.
     pub key: String,
+    /// Whose cipher suite preference wins.
+    pub cipher_order: CipherOrder,
+}
+
+/// `[tls] cipher_order`: whose cipher suite preference picks the suite.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CipherOrder {
+    /// The server's: AES-128-GCM first (SHA-256 key schedule), then
+    /// AES-256-GCM, then ChaCha20-Poly1305.
+    #[default]
+    Server,
+    /// The client's first suite the server supports.
+    Client,
 }
 
 impl TlsConfig {

@@ -90,3 +90,13 @@ fn partial_file_keeps_other_defaults() {
     assert_eq!(c.health.dead_client_ms, 60_000);
     assert_eq!(c.server, ServerConfig::default());
 }
+
+#[test]
+fn tls_cipher_order_is_server_or_client_and_a_typo_names_line_and_field() {
+    let c = Config::from_toml("[tls]\ncipher_order = \"client\"\n", "c.toml").unwrap();
+    assert_eq!(c.tls.cipher_order, CipherOrder::Client);
+    assert_eq!(Config::default().tls.cipher_order, CipherOrder::Server);
+    let e = Config::from_toml("[tls]\n\ncipher_order = \"fastest\"\n", "c.toml").unwrap_err();
+    assert_eq!(e.line(), Some(3), "{e}");
+    assert_eq!(e.field().as_deref(), Some("tls.cipher_order"), "{e}");
+}
