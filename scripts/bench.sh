@@ -21,8 +21,9 @@
 #                       deliveries, the load tester's work per delivery then equal
 #                       to the ceiling's; tt = peers' tt-pubsub; fan =
 #                       serve-tcp-fanout, the ceiling)
-#   BENCH_TLS_SERVERS="wsedge tt"   pinned-round servers of the wss:// scenarios
-#                       (tt = peers' tt-tls-echo: tokio-tungstenite + tokio-rustls)
+#   BENCH_TLS_SERVERS="wsedge tt tts"   pinned-round servers of the wss:// scenarios
+#                       (tt = peers' tt-tls-echo: tokio-tungstenite + tokio-rustls;
+#                       tts = the same with wsedge's cipher suite order)
 #   BENCH_SCENARIOS="echo1 echo16 echo16k connect idle wss16 wss16k wssconnect wssidle fan1k fan10k fan100"
 #                       wss*: over TLS 1.3 (ECDSA P-256, X25519, no resumption;
 #                       PKI from scripts/tls-certs.sh in $BENCH_OUT/pki): echo
@@ -78,7 +79,7 @@ HOLD=3
 MICRO=${BENCH_MICRO:-1}
 SERVERS=${BENCH_SERVERS:-"wsedge tt fws tcp"}
 FAN_SERVERS=${BENCH_FAN_SERVERS:-"wsedge wsbin tt fan"}
-TLS_SERVERS=${BENCH_TLS_SERVERS:-"wsedge tt"}
+TLS_SERVERS=${BENCH_TLS_SERVERS:-"wsedge tt tts"}
 SCENARIOS=${BENCH_SCENARIOS:-"echo1 echo16 echo16k connect idle wss16 wss16k wssconnect wssidle fan1k fan10k fan100"}
 EXTRA=${BENCH_EXTRA:-1}
 UNPINNED=${BENCH_UNPINNED:-1}
@@ -156,6 +157,8 @@ start_server() {
             URL=wss://localhost:$PORT/echo ;;
         tt/tls) cmd=("$TTTLS" --listen "$addr" --threads "$workers" --cert "$PKI/ec.pem" \
             --key "$PKI/ec-key.pem"); URL=wss://localhost:$PORT/ ;;
+        tts/tls) cmd=(env TT_SERVER_CIPHER_ORDER=1 "$TTTLS" --listen "$addr" --threads "$workers" \
+            --cert "$PKI/ec.pem" --key "$PKI/ec-key.pem"); URL=wss://localhost:$PORT/ ;;
         wsedge/echo) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/echo ;;
         wsedge/pubsub | wsbin/pubsub) cmd=("$WSEDGE" --listen "$addr" --workers "$workers"); URL=ws://$addr/ws ;;
         tt/echo) cmd=("$TT" --listen "$addr" --threads "$workers"); URL=ws://$addr/ ;;

@@ -6,6 +6,10 @@
 //! off (its defaults), as wsedge's `load_server_config`. TCP_NODELAY on.
 //!
 //!   tt-tls-echo --listen ADDR --threads N --cert CERT.pem --key KEY.pem
+//!
+//! With `TT_SERVER_CIPHER_ORDER=1` in its environment it uses wsedge's
+//! default suite order instead of the client's (AES-128-GCM first,
+//! `ignore_client_order`), for a like-for-like comparison.
 
 use std::sync::Arc;
 
@@ -36,7 +40,21 @@ fn main() {
         .collect::<Result<_, _>>()
         .expect("parse --cert");
     let key = PrivateKeyDer::from_pem_file(key).expect("read --key");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let server_order = std::env::var_os("TT_SERVER_CIPHER_ORDER").is_some_and(|v| v == "1");
+    if server_order {
+        use rustls::CipherSuite as S;
+        provider.cipher_suites.sort_by_key(|s| match s.suite() {
+            S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+            S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 2,
+            _ => 1,
+        });
+    }
+    let provider = Arc::new(provider);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("protocol versions")
@@ -44,6 +62,7 @@ fn main() {
         .with_single_cert(certs, key)
         .expect("certificate and key");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = server_order;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
