@@ -112,6 +112,28 @@ fn raw_subscriber(addr: std::net::SocketAddr, room: &str) -> Raw {
     raw
 }
 
+/// Reads `n` messages on every subscriber (four threads) and checks that
+/// message `i` carries `data` i and room offset i + 1: all of them, in
+/// publish order.
+fn every_subscriber_gets_in_order(mut subs: Vec<Raw>, n: usize) {
+    let per_thread = subs.len().div_ceil(4).max(1);
+    let mut threads = Vec::new();
+    while !subs.is_empty() {
+        let chunk: Vec<Raw> = subs.drain(..subs.len().min(per_thread)).collect();
+        threads.push(std::thread::spawn(move || {
+            for mut sub in chunk {
+                for (i, m) in read_texts(&mut sub, n).iter().enumerate() {
+                    assert_eq!(m["data"], i, "in publish order");
+                    assert_eq!(m["offset"], i + 1, "offset increases per room");
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn a_thousand_subscribers_over_all_workers_get_all_of_a_thousand_messages_in_order() {
     let server = start(&config(2, |_| {}));
@@ -129,23 +151,7 @@ fn a_thousand_subscribers_over_all_workers_get_all_of_a_thousand_messages_in_ord
         ));
     }
     publisher.send(&batch);
-    let mut threads = Vec::new();
-    let mut subs = subs;
-    while !subs.is_empty() {
-        let chunk: Vec<Raw> = subs.drain(..subs.len().min(250)).collect();
-        threads.push(std::thread::spawn(move || {
-            for mut sub in chunk {
-                let msgs = read_texts(&mut sub, 1000);
-                for (i, m) in msgs.iter().enumerate() {
-                    assert_eq!(m["data"], i, "in publish order");
-                    assert_eq!(m["offset"], i + 1, "offset increases per room");
-                }
-            }
-        }));
-    }
-    for t in threads {
-        t.join().unwrap();
-    }
+    every_subscriber_gets_in_order(subs, 1000);
     assert_eq!(server.stats().deliveries, 1_000_000);
 }
 
@@ -182,21 +188,7 @@ fn a_room_bigger_than_one_iterations_flush_gets_every_message_in_order() {
             other => panic!("unexpected {other:?}: {m}"),
         }
     }
-    let mut threads = Vec::new();
-    let mut subs = subs;
-    while !subs.is_empty() {
-        let chunk: Vec<Raw> = subs.drain(..subs.len().min(500)).collect();
-        threads.push(std::thread::spawn(move || {
-            for mut sub in chunk {
-                for (i, m) in read_texts(&mut sub, N).iter().enumerate() {
-                    assert_eq!((&m["data"], &m["offset"]), (&json!(i), &json!(i + 1)));
-                }
-            }
-        }));
-    }
-    for t in threads {
-        t.join().unwrap();
-    }
+    every_subscriber_gets_in_order(subs, N);
     assert_eq!(server.stats().deliveries, (N * 1501) as u64);
 }
 

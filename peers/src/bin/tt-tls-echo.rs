@@ -43,6 +43,8 @@ fn main() {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     let server_order = std::env::var_os("TT_SERVER_CIPHER_ORDER").is_some_and(|v| v == "1");
     if server_order {
+        // The ranking of wsedge's `server_rank` (src/tls.rs), copied: the
+        // peers do not depend on wsedge.
         use rustls::CipherSuite as S;
         provider.cipher_suites.sort_by_key(|s| match s.suite() {
             S::TLS13_AES_128_GCM_SHA256
