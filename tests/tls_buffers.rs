@@ -135,6 +135,8 @@ fn records_split_anywhere_large_messages_and_no_buffer_held_when_idle() {
                 exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
             }
             assert!(!c.is_handshaking() && s.is_ready(), "{version:?} chunk {chunk}");
+            // TLS 1.3 keeps only its keys after the handshake; 1.2 stays with rustls.
+            assert_eq!(s.is_compact(), version == &rustls::version::TLS13);
             for size in [5usize, 16_384, 100_000] {
                 let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
                 c.writer().write_all(&data).unwrap();
@@ -159,6 +161,57 @@ fn records_split_anywhere_large_messages_and_no_buffer_held_when_idle() {
             }
         }
     }
+}
+
+/// TLS 1.3 KeyUpdate after the hand-over to the compact record layer: the
+/// client asks for an update (update_requested) several times, with data
+/// before and after each; every byte arrives both ways, the server answers
+/// each request with its own KeyUpdate (the client would fail to decrypt
+/// the echo otherwise), and the client's close_notify ends the stream.
+#[test]
+fn key_updates_both_ways_keep_the_stream_whole_then_close_notify_ends_it() {
+    let (cfg, cert) = configs("keyupdate");
+    let mut c = client(&cert, &rustls::version::TLS13);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe = Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    }
+    assert!(s.is_compact());
+    for round in 0..5u8 {
+        c.writer().write_all(&[round; 100]).unwrap();
+        c.refresh_traffic_keys().unwrap();
+        c.writer().write_all(&[round + 100; 20_000]).unwrap();
+        got.clear();
+        while c.wants_write() {
+            c.write_tls(&mut pipe.inbound).unwrap();
+        }
+        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+        let read = io.read(false, |p| {
+            got.extend_from_slice(p);
+            true
+        });
+        assert_eq!(read.unwrap(), TlsRead::Drained);
+        // Our KeyUpdate(update_not_requested), alone: 5-byte header, the
+        // 5-byte message, its content type, the 16-byte tag.
+        assert_eq!(pipe.outbound.len(), 27, "round {round}");
+        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+        let mut want = vec![round; 100];
+        want.extend_from_slice(&[round + 100; 20_000]);
+        assert_eq!(got, want, "round {round}");
+        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+        io.write_all(&want).unwrap();
+        let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+        assert_eq!(back, want, "round {round}: the echo decrypts under the new keys");
+    }
+    c.send_close_notify();
+    while c.wants_write() {
+        c.write_tls(&mut pipe.inbound).unwrap();
+    }
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert_eq!(io.read(false, |_| panic!("no data")).unwrap(), TlsRead::Eof);
 }
 
 #[test]

@@ -28,6 +28,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::UnbufferedServerConnection;
 
+mod traffic;
+use traffic::{KeyCache, Opened, Traffic, TurnKeys};
+
 pub use crate::config::CipherOrder;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::ServerConfig;
@@ -139,6 +142,8 @@ pub fn load_server_config_with(
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ignore_client_order = order == CipherOrder::Server;
+    // TLS 1.3 connections hand their keys to `traffic.rs` after the handshake.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -177,7 +182,7 @@ const MAX_RECORD: usize = MAX_FRAGMENT + 2048 + 5;
 /// One connection's TLS state: rustls's state machine and keys, and the
 /// bytes that wait between turns (none while idle).
 pub struct TlsConn {
-    conn: UnbufferedServerConnection,
+    engine: Engine,
     /// TLS bytes read and not yet processed: part of a record, or records
     /// left while the connection did not want to read.
     rx: Vec<u8>,
@@ -195,11 +200,25 @@ pub struct TlsConn {
     spoke: bool,
 }
 
+/// Who runs a connection's record layer.
+enum Engine {
+    /// rustls: the handshake, and TLS 1.2 throughout.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// TLS 1.3 after the handshake: raw keys only (`traffic.rs`).
+    Traffic(Box<Traffic>),
+    /// The hand-over failed: the connection can only be closed.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::other("TLS keys lost in the hand-over")
+}
+
 impl TlsConn {
     /// A connection about to receive a ClientHello.
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsConn, rustls::Error> {
         Ok(TlsConn {
-            conn: UnbufferedServerConnection::new(config)?,
+            engine: Engine::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
             rx: Vec::new(),
             tx: Vec::new(),
             early: Vec::new(),
@@ -219,6 +238,29 @@ impl TlsConn {
     pub fn is_ready(&self) -> bool {
         self.ready
     }
+
+    /// The record layer runs without rustls's connection state (a TLS 1.3
+    /// connection after its handshake).
+    pub fn is_compact(&self) -> bool {
+        matches!(self.engine, Engine::Traffic(_))
+    }
+
+    /// After a TLS 1.3 handshake (rustls in WriteTraffic, every record it
+    /// produced taken): keep only the keys. TLS 1.2 stays with rustls.
+    fn hand_over(&mut self) -> io::Result<()> {
+        let tls13 = matches!(&self.engine, Engine::Rustls(c)
+            if c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
+        if !tls13 {
+            return Ok(());
+        }
+        let Engine::Rustls(conn) = std::mem::replace(&mut self.engine, Engine::Gone) else {
+            return Ok(());
+        };
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_error)?;
+        let traffic = Traffic::new(secrets, kernel).ok_or_else(gone)?;
+        self.engine = Engine::Traffic(Box::new(traffic));
+        Ok(())
+    }
 }
 
 /// A worker's TLS buffers, shared by its connections one turn at a time.
@@ -230,6 +272,8 @@ pub struct TlsScratch {
     tx: Vec<u8>,
     /// Small plaintext slices gathered into one record.
     plain: Vec<u8>,
+    /// The AEAD contexts of the TLS 1.3 connections active lately.
+    keys: KeyCache,
 }
 
 impl TlsScratch {
@@ -321,6 +365,7 @@ fn seal(
 /// `tls` fuzz target). Once it encrypts, only rustls can seal one.
 fn alert(tls: &mut TlsConn, buf: &mut [u8], err: &rustls::Error) {
     tls.closed = true;
+    let Engine::Rustls(conn) = &mut tls.engine else { return };
     let before = tls.tx.len();
     // Records queued before the error (a ServerHello) come out first, then
     // the alert, one per call. Only while rustls holds some: a call past
@@ -328,8 +373,8 @@ fn alert(tls: &mut TlsConn, buf: &mut [u8], err: &rustls::Error) {
     // would fail again and queue a second fatal alert. (Taking only the
     // first record lost the alert when the ALPN check failed behind a
     // ServerHello: found by the `tls` fuzz target.)
-    while tls.conn.wants_write() {
-        let UnbufferedStatus { state, .. } = tls.conn.process_tls_records(buf);
+    while conn.wants_write() {
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(buf);
         let Ok(ConnectionState::EncodeTlsData(mut e)) = state else { break };
         if encode_into(&mut e, &mut tls.tx).is_err() {
             break;
@@ -341,8 +386,8 @@ fn alert(tls: &mut TlsConn, buf: &mut [u8], err: &rustls::Error) {
     // 1.2 handshake sends it first: that client reads a record it cannot
     // decrypt, and closes all the same).
     let plaintext = !tls.spoke
-        || (tls.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
-            && tls.conn.is_handshaking());
+        || (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+            && conn.is_handshaking());
     if tls.tx.len() == before && plaintext {
         let desc = match err {
             rustls::Error::InvalidMessage(m) => rustls::AlertDescription::from(*m),
@@ -351,6 +396,30 @@ fn alert(tls: &mut TlsConn, buf: &mut [u8], err: &rustls::Error) {
         // RFC 8446 5.1 / 6: TLSPlaintext { alert(21), legacy 0x0303, length 2,
         // level fatal(2), description }.
         tls.tx.extend_from_slice(&[21, 3, 3, 0, 2, 2, u8::from(desc)]);
+    }
+}
+
+/// Seals one write's plaintext: rustls's, or the compact TLS 1.3 layer's.
+enum Sealer<'a> {
+    Rustls(rustls::unbuffered::WriteTraffic<'a, rustls::server::ServerConnectionData>),
+    Traffic(&'a mut Traffic, &'a mut TurnKeys),
+}
+
+impl Sealer<'_> {
+    /// Seals `plain` into records at `out[*end..]`.
+    fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>, end: &mut usize) -> io::Result<()> {
+        match self {
+            Sealer::Rustls(wt) => seal(wt, plain, out, end),
+            Sealer::Traffic(t, keys) => {
+                if plain.is_empty() {
+                    return Ok(());
+                }
+                out.truncate(*end);
+                let res = t.seal_data(keys, plain, out);
+                *end = out.len();
+                res.map_err(|f| io::Error::other(f.why))
+            }
+        }
     }
 }
 
@@ -506,11 +575,15 @@ impl<S: Read + Write> TlsIo<'_, S> {
         end: usize,
         deliver: &mut impl FnMut(&[u8]),
     ) -> io::Result<(usize, Step)> {
+        if self.tls.is_compact() {
+            return self.process_traffic(start, end, deliver);
+        }
         let tls = &mut *self.tls;
         let mut used = 0;
         loop {
             let buf = &mut self.scratch.rx[start + used..end];
-            let UnbufferedStatus { mut discard, state } = tls.conn.process_tls_records(buf);
+            let Engine::Rustls(conn) = &mut tls.engine else { return Err(gone()) };
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(buf);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
@@ -561,6 +634,11 @@ impl<S: Read + Write> TlsIo<'_, S> {
                             tls.tx = out;
                             tls.early = Vec::new();
                         }
+                        // Every whole record is processed: what follows in
+                        // the buffer is for the keys alone.
+                        used += discard;
+                        tls.hand_over()?;
+                        return Ok((used, Step::NeedMore));
                     }
                     Some(Step::NeedMore)
                 }
@@ -579,6 +657,43 @@ impl<S: Read + Write> TlsIo<'_, S> {
         }
     }
 
+    /// [`TlsIo::process`] for a connection past its TLS 1.3 handshake: the
+    /// whole records in `scratch.rx[start..end]`, opened in place.
+    fn process_traffic(
+        &mut self,
+        start: usize,
+        end: usize,
+        deliver: &mut impl FnMut(&[u8]),
+    ) -> io::Result<(usize, Step)> {
+        let TlsConn { engine, tx, closed, .. } = &mut *self.tls;
+        let Engine::Traffic(t) = engine else { return Err(gone()) };
+        let TlsScratch { rx, keys, .. } = &mut *self.scratch;
+        let keys = keys.of(t);
+        let mut used = 0;
+        loop {
+            let buf = &mut rx[start + used..end];
+            match t.open(keys, buf, tx) {
+                Ok(None) => return Ok((used, Step::NeedMore)),
+                Ok(Some((n, opened))) => {
+                    used += n;
+                    match opened {
+                        Opened::Data(r) => deliver(&buf[r]),
+                        Opened::Closed => return Ok((used, Step::PeerClosed)),
+                        Opened::Nothing => {}
+                    }
+                }
+                Err(f) => {
+                    *closed = true;
+                    if let Some(desc) = f.alert {
+                        t.seal_alert(keys, desc, tx);
+                    }
+                    *keys = TurnKeys::default();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, f.why));
+                }
+            }
+        }
+    }
+
     /// Seals close_notify behind what was written and writes what it can.
     pub fn close_notify(&mut self) {
         if self.tls.closed || !self.tls.ready {
@@ -586,7 +701,18 @@ impl<S: Read + Write> TlsIo<'_, S> {
         }
         self.tls.closed = true;
         let tls = &mut *self.tls;
-        let UnbufferedStatus { discard, state } = tls.conn.process_tls_records(&mut tls.rx);
+        let conn = match &mut tls.engine {
+            Engine::Rustls(conn) => conn,
+            Engine::Traffic(t) => {
+                let keys = self.scratch.keys.of(t);
+                t.seal_alert(keys, rustls::AlertDescription::CloseNotify, &mut tls.tx);
+                self.scratch.keys.forget(t);
+                let _ = self.flush_records();
+                return;
+            }
+            Engine::Gone => return,
+        };
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut tls.rx);
         if let Ok(ConnectionState::WriteTraffic(mut wt)) = state {
             let at = tls.tx.len();
             tls.tx.resize(at + RECORD_OVERHEAD, 0);
@@ -636,17 +762,26 @@ impl<S: Read + Write> Write for TlsIo<'_, S> {
         }
         let tls = &mut *self.tls;
         let scratch = &mut *self.scratch;
-        // The bytes carried from the last read go in, not an empty slice:
-        // rustls's reassembly of a handshake message split over records
-        // (a post-handshake KeyUpdate, say) points into them. They hold no
-        // whole record (`read` delivers those), so rustls answers
-        // WriteTraffic without consuming any.
-        let UnbufferedStatus { discard, state } = tls.conn.process_tls_records(&mut tls.rx);
-        let mut wt = match state.map_err(tls_error)? {
-            ConnectionState::WriteTraffic(wt) => wt,
-            _ => return Err(io::ErrorKind::BrokenPipe.into()),
+        let mut sealer = match &mut tls.engine {
+            Engine::Traffic(t) => {
+                let keys = scratch.keys.of(t);
+                Sealer::Traffic(t, keys)
+            }
+            Engine::Gone => return Err(gone()),
+            Engine::Rustls(conn) => {
+                // The bytes carried from the last read go in, not an empty
+                // slice: rustls's reassembly of a handshake message split
+                // over records points into them. They hold no whole record
+                // (`read` delivers those), so rustls answers WriteTraffic
+                // without consuming any.
+                let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut tls.rx);
+                debug_assert_eq!(discard, 0, "bug: a whole record was left unread");
+                match state.map_err(tls_error)? {
+                    ConnectionState::WriteTraffic(wt) => Sealer::Rustls(wt),
+                    _ => return Err(io::ErrorKind::BrokenPipe.into()),
+                }
+            }
         };
-        debug_assert_eq!(discard, 0, "bug: a whole record was left unread");
         let mut end = 0;
         let mut taken = 0;
         scratch.plain.clear();
@@ -654,13 +789,13 @@ impl<S: Read + Write> Write for TlsIo<'_, S> {
             let n = b.len().min(MAX_PLAIN_PER_WRITE - taken);
             let part = &b[..n];
             if n >= GATHER_BELOW {
-                seal(&mut wt, &scratch.plain, &mut scratch.tx, &mut end)?;
+                sealer.seal(&scratch.plain, &mut scratch.tx, &mut end)?;
                 scratch.plain.clear();
-                seal(&mut wt, part, &mut scratch.tx, &mut end)?;
+                sealer.seal(part, &mut scratch.tx, &mut end)?;
             } else {
                 scratch.plain.extend_from_slice(part);
                 if scratch.plain.len() >= MAX_FRAGMENT {
-                    seal(&mut wt, &scratch.plain, &mut scratch.tx, &mut end)?;
+                    sealer.seal(&scratch.plain, &mut scratch.tx, &mut end)?;
                     scratch.plain.clear();
                 }
             }
@@ -669,7 +804,7 @@ impl<S: Read + Write> Write for TlsIo<'_, S> {
                 break;
             }
         }
-        seal(&mut wt, &scratch.plain, &mut scratch.tx, &mut end)?;
+        sealer.seal(&scratch.plain, &mut scratch.tx, &mut end)?;
         scratch.plain.clear();
         let mut pos = 0;
         let res = write_out(self.sock, &scratch.tx[..end], &mut pos);
