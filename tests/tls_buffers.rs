@@ -174,7 +174,8 @@ fn key_updates_both_ways_keep_the_stream_whole_then_close_notify_ends_it() {
     let mut c = client(&cert, &rustls::version::TLS13);
     let mut s = TlsConn::new(cfg).unwrap();
     let mut scratch = TlsScratch::new();
-    let mut pipe = Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
     let mut got = Vec::new();
     for _ in 0..4 {
         exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
@@ -212,6 +213,37 @@ fn key_updates_both_ways_keep_the_stream_whole_then_close_notify_ends_it() {
     }
     let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
     assert_eq!(io.read(false, |_| panic!("no data")).unwrap(), TlsRead::Eof);
+}
+
+/// Found by the `tls` fuzz target: the client's Finished, its first data,
+/// a KeyUpdate asking for ours and more data, all in one read. Had rustls
+/// processed the KeyUpdate before the hand-over, it would have kept our
+/// reply (sealed under the old key) and the hand-over the new key: the
+/// client could not decrypt anything after. rustls now stops at the
+/// Finished and the compact layer takes the rest.
+#[test]
+fn a_key_update_in_the_same_read_as_the_clients_finished_is_answered() {
+    let (cfg, cert) = configs("kuhandover");
+    let mut c = client(&cert, &rustls::version::TLS13);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut got = Vec::new();
+    // ClientHello in, the server's flight out: the client is done, its
+    // Finished not yet sent.
+    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    assert!(!c.is_handshaking() && !s.is_ready());
+    c.writer().write_all(b"before").unwrap();
+    c.refresh_traffic_keys().unwrap();
+    c.writer().write_all(b"after").unwrap();
+    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    assert_eq!(got, b"beforeafter");
+    assert!(s.is_compact());
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    io.write_all(b"echo").unwrap();
+    let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+    assert_eq!(back, b"echo");
 }
 
 #[test]

@@ -14,7 +14,9 @@
 //! bytes or four in a row); byte 1 seeds the schedule (bit 0:
 //! idle timeout on; bit 1: the client sends close_notify at the end; bit 2:
 //! and its FIN, in the same read as its last record; bit 3: slow-consumer
-//! policy drop); bytes 2-3 are where the corruption lands (offset into the
+//! policy drop; bit 4: once the handshake is done the client sends a
+//! KeyUpdate asking for the server's, and the second half of its bytes
+//! under the new keys); bytes 2-3 are where the corruption lands (offset into the
 //! stream, big-endian), byte 4 what it XORs in (0 counts as 1); the rest is
 //! what the client sends after the upgrade request, the same format as the
 //! `connection` target's tail (its seeds are reused).
@@ -353,6 +355,7 @@ fuzz_target!(|data: &[u8]| {
     let close_notify = seed & 2 != 0;
     let fin = seed & 4 != 0;
     let policy = if seed & 8 != 0 { SlowConsumerPolicy::Drop } else { SlowConsumerPolicy::Close };
+    let key_update = seed & 16 != 0;
     let at = usize::from(u16::from_be_bytes([data[2], data[3]]));
     let mask = data[4].max(1);
     let mut rng = Rng::new(u64::from(ctl) << 8 | u64::from(seed));
@@ -364,7 +367,10 @@ fuzz_target!(|data: &[u8]| {
     client.set_buffer_limit(None);
     // Written now, sealed and sent once the handshake is done.
     client.writer().write_all(REQUEST).unwrap();
-    client.writer().write_all(&data[5..]).unwrap();
+    // With a key update, the rest goes after it.
+    let split = if key_update { 5 + (data.len() - 5) / 2 } else { data.len() };
+    client.writer().write_all(&data[5..split]).unwrap();
+    let mut after_update = key_update.then(|| &data[split..]);
 
     let settings = small_settings(policy, idle);
     let host = Host::new(settings);
@@ -407,6 +413,14 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         run.pump_client();
+        if !run.client.is_handshaking() && run.client_error.is_none() {
+            if let Some(rest) = after_update.take() {
+                // TLS 1.2 has no KeyUpdate: the bytes just follow.
+                let _ = run.client.refresh_traffic_keys();
+                run.client.writer().write_all(rest).unwrap();
+                run.pump_client();
+            }
+        }
         if !ended && run.to_server.is_empty() && !run.client.is_handshaking() {
             // Everything the client had to say is on its way: it may end
             // its stream.

@@ -3,14 +3,18 @@
 //! [`load_server_config`] builds the shared rustls `ServerConfig` (TLS 1.2 and
 //! 1.3, ALPN `http/1.1`) from PEM files, naming the file in every error.
 //!
-//! A connection's TLS state is a [`TlsConn`]: rustls's *unbuffered*
+//! A connection's TLS state is a [`TlsConn`]: its record layer plus three
+//! byte queues that are empty, and hold no allocation, while the connection
+//! is idle: TLS bytes that are not yet a whole record, sealed records the
+//! socket did not take, and plaintext written before the handshake
+//! finished. The record layer is rustls's *unbuffered*
 //! `UnbufferedServerConnection` (the state machine and the record keys, no
-//! buffers of its own) plus three byte queues that are empty, and hold no
-//! allocation, while the connection is idle: TLS bytes that are not yet a
-//! whole record, sealed records the socket did not take, and plaintext
-//! written before the handshake finished. The buffers a turn works in belong
-//! to the worker ([`TlsScratch`], one per worker), so an idle `wss://`
-//! connection costs the rustls state and nothing more (BENCHMARKS.md, "TLS").
+//! buffers of its own) through the handshake, and for TLS 1.2 throughout; a
+//! TLS 1.3 connection then keeps only its traffic keys ([`traffic`]), and
+//! the AEAD contexts live in the worker's cache. The buffers a turn works in
+//! belong to the worker ([`TlsScratch`], one per worker), so an idle
+//! `wss://` connection costs its keys and little more (BENCHMARKS.md,
+//! "TLS").
 //!
 //! [`TlsIo`] pumps one connection over its socket (or any `Read + Write`,
 //! as in the fuzz harness): [`TlsIo::read`] reads records, decrypts them in
@@ -24,128 +28,15 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::UnbufferedServerConnection;
-
-mod traffic;
-use traffic::{KeyCache, Opened, Traffic, TurnKeys};
-
-pub use crate::config::CipherOrder;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::ServerConfig;
 
-/// Why the TLS listener's certificate and key cannot be used. Each error
-/// names the config field and the file.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The certificate file cannot be opened or read.
-    #[error("tls.cert {path}: cannot read certificates: {source}")]
-    CertUnreadable {
-        /// The file.
-        path: String,
-        /// Why.
-        source: rustls::pki_types::pem::Error,
-    },
-    /// A PEM section in the certificate file does not decode.
-    #[error("tls.cert {path}: bad PEM: {source}")]
-    CertBadPem {
-        /// The file.
-        path: String,
-        /// Why.
-        source: rustls::pki_types::pem::Error,
-    },
-    /// The certificate file holds no certificate.
-    #[error("tls.cert {path}: no certificate found")]
-    NoCertificate {
-        /// The file.
-        path: String,
-    },
-    /// The key file cannot be read or holds no private key.
-    #[error("tls.key {path}: cannot read a private key: {source}")]
-    KeyUnreadable {
-        /// The file.
-        path: String,
-        /// Why.
-        source: rustls::pki_types::pem::Error,
-    },
-    /// The crypto provider does not support TLS 1.2 and 1.3.
-    #[error("tls: {0}")]
-    Protocols(#[source] rustls::Error),
-    /// The private key does not belong to the certificate, or is of a kind
-    /// rustls cannot sign with.
-    #[error("tls.key {key}: does not fit tls.cert {cert}: {source}")]
-    KeyMismatch {
-        /// The certificate file.
-        cert: String,
-        /// The key file.
-        key: String,
-        /// What rustls said.
-        source: rustls::Error,
-    },
-}
-
-/// Loads the certificate chain and private key and builds the server config.
-/// Errors name the file and say what is wrong with it.
-pub fn load_server_config(cert_path: &str, key_path: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    load_server_config_with(cert_path, key_path, CipherOrder::Server)
-}
-
-/// Where a suite comes in the server's order: AES-128-GCM, whose SHA-256
-/// key schedule and transcript hash run on the CPU's SHA extensions (SHA-384
-/// has none on x86: it was 19% of a TLS 1.3 handshake's CPU), then
-/// AES-256-GCM, then ChaCha20-Poly1305.
-fn server_rank(suite: &rustls::SupportedCipherSuite) -> u8 {
-    use rustls::CipherSuite as S;
-    match suite.suite() {
-        S::TLS13_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
-        S::TLS13_CHACHA20_POLY1305_SHA256
-        | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 2,
-        _ => 1,
-    }
-}
-
-/// [`load_server_config`] with the cipher suite order of `[tls] cipher_order`.
-pub fn load_server_config_with(
-    cert_path: &str,
-    key_path: &str,
-    order: CipherOrder,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let path = || cert_path.to_owned();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|source| TlsError::CertUnreadable { path: path(), source })?
-        .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::CertBadPem { path: path(), source })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path() });
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|source| TlsError::KeyUnreadable { path: key_path.to_owned(), source })?;
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if order == CipherOrder::Server {
-        // Stable: TLS 1.3 suites stay ahead of TLS 1.2 ones of equal rank.
-        provider.cipher_suites.sort_by_key(server_rank);
-    }
-    let provider = Arc::new(provider);
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(TlsError::Protocols)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|source| TlsError::KeyMismatch {
-            cert: path(),
-            key: key_path.to_owned(),
-            source,
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ignore_client_order = order == CipherOrder::Server;
-    // TLS 1.3 connections hand their keys to `traffic.rs` after the handshake.
-    config.enable_secret_extraction = true;
-    Ok(Arc::new(config))
-}
+mod config;
+mod traffic;
+pub use crate::config::CipherOrder;
+pub use config::{load_server_config, load_server_config_with, TlsError};
+use traffic::{KeyCache, Opened, Traffic, TurnKeys};
 
 /// What [`TlsIo::read`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -198,6 +89,10 @@ pub struct TlsConn {
     /// A handshake record was sent: the record layer may be encrypted, so
     /// no plaintext alert of ours can follow.
     spoke: bool,
+    /// rustls saw records past the handshake before it ended (see
+    /// [`rustls_limit`]): it may owe the peer a KeyUpdate we cannot send, so
+    /// the connection stays with rustls.
+    keep_rustls: bool,
 }
 
 /// Who runs a connection's record layer.
@@ -225,6 +120,7 @@ impl TlsConn {
             ready: false,
             closed: false,
             spoke: false,
+            keep_rustls: false,
         })
     }
 
@@ -249,8 +145,9 @@ impl TlsConn {
     /// produced taken): keep only the keys. TLS 1.2 stays with rustls.
     fn hand_over(&mut self) -> io::Result<()> {
         let tls13 = matches!(&self.engine, Engine::Rustls(c)
-            if c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
-        if !tls13 {
+            if c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+                && !c.is_handshaking());
+        if !tls13 || self.keep_rustls {
             return Ok(());
         }
         let Engine::Rustls(conn) = std::mem::replace(&mut self.engine, Engine::Gone) else {
@@ -423,6 +320,27 @@ impl Sealer<'_> {
     }
 }
 
+/// How much of `buf` rustls may see before the hand-over. A TLS 1.3
+/// client's last handshake record (its Finished) is its first record of
+/// type application_data (23): while the handshake runs, the bytes up to the
+/// end of that record; once it is done, the bytes before the next one. So
+/// rustls never processes a record past the handshake: had it processed a
+/// KeyUpdate asking for ours, it would hold that reply sealed under a key
+/// the hand-over cannot give us (found by the `tls` fuzz target). In TLS
+/// 1.2 the Finished is type 22, so this only holds back the first
+/// application data until rustls reports the handshake done.
+fn rustls_limit(buf: &[u8], handshaking: bool) -> usize {
+    let mut at = 0;
+    while at + 5 <= buf.len() {
+        let end = at + 5 + usize::from(u16::from_be_bytes([buf[at + 3], buf[at + 4]]));
+        if buf[at] == 23 {
+            return if handshaking { end.min(buf.len()) } else { at };
+        }
+        at = end;
+    }
+    buf.len()
+}
+
 /// What one pass over the received bytes ended with.
 enum Step {
     /// Every whole record is processed; more bytes are needed.
@@ -578,16 +496,46 @@ impl<S: Read + Write> TlsIo<'_, S> {
         if self.tls.is_compact() {
             return self.process_traffic(start, end, deliver);
         }
+        let was_ready = self.tls.ready;
+        let (used, step) = self.process_rustls(start, end, deliver)?;
+        // The handshake just ended: what `rustls_limit` held back is
+        // processed now, by the compact layer or by rustls.
+        if matches!(step, Step::NeedMore) && self.tls.ready && !was_ready && start + used < end {
+            let (more, step) = if self.tls.is_compact() {
+                self.process_traffic(start + used, end, deliver)?
+            } else {
+                self.process_rustls(start + used, end, deliver)?
+            };
+            return Ok((used + more, step));
+        }
+        Ok((used, step))
+    }
+
+    /// [`TlsIo::process`] while rustls runs the record layer.
+    fn process_rustls(
+        &mut self,
+        start: usize,
+        end: usize,
+        deliver: &mut impl FnMut(&[u8]),
+    ) -> io::Result<(usize, Step)> {
         let tls = &mut *self.tls;
         let mut used = 0;
         loop {
             let buf = &mut self.scratch.rx[start + used..end];
             let Engine::Rustls(conn) = &mut tls.engine else { return Err(gone()) };
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(buf);
+            // Until the hand-over rustls sees no record past the handshake.
+            let limit = if tls.ready || tls.keep_rustls {
+                buf.len()
+            } else {
+                rustls_limit(buf, conn.is_handshaking())
+            };
+            let withheld = limit < buf.len();
+            let UnbufferedStatus { mut discard, state } =
+                conn.process_tls_records(&mut buf[..limit]);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
-                    alert(tls, &mut self.scratch.rx[start + used..end], &e);
+                    alert(tls, &mut self.scratch.rx[start + used..start + used + limit], &e);
                     return Err(tls_error(e));
                 }
             };
@@ -607,7 +555,7 @@ impl<S: Read + Write> TlsIo<'_, S> {
                         }
                     }
                     if let Some(e) = failed {
-                        alert(tls, &mut self.scratch.rx[start + used..end], &e);
+                        alert(tls, &mut self.scratch.rx[start + used..start + used + limit], &e);
                         return Err(tls_error(e));
                     }
                     None
@@ -620,6 +568,13 @@ impl<S: Read + Write> TlsIo<'_, S> {
                 ConnectionState::TransmitTlsData(t) => {
                     // The records wait in `tx`; flushed when this turn's read ends.
                     t.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake if withheld => {
+                    // The handshake wants more than one application_data
+                    // record (client certificates, say): rustls gets
+                    // everything from now on, and keeps the connection.
+                    tls.keep_rustls = true;
                     None
                 }
                 ConnectionState::BlockedHandshake => Some(Step::NeedMore),

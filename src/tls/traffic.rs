@@ -284,7 +284,10 @@ impl Traffic {
             .map_err(|_| fatal(AlertDescription::BadRecordMac, "record failed to decrypt"))?;
         // Content type: the last non-zero byte; zeros after it are padding.
         let Some(end) = plain.iter().rposition(|&b| b != 0) else {
-            return Err(fatal(AlertDescription::UnexpectedMessage, "record without a content type"));
+            return Err(fatal(
+                AlertDescription::UnexpectedMessage,
+                "record without a content type",
+            ));
         };
         if end > MAX_FRAGMENT {
             return Err(fatal(AlertDescription::RecordOverflow, "plaintext longer than 2^14"));
@@ -297,9 +300,7 @@ impl Traffic {
                 self.handshake(content, keys, out)?;
                 Opened::Nothing
             }
-            _ => {
-                return Err(fatal(AlertDescription::UnexpectedMessage, "unexpected content type"))
-            }
+            _ => return Err(fatal(AlertDescription::UnexpectedMessage, "unexpected content type")),
         };
         Ok(Some((total, opened)))
     }
@@ -325,7 +326,10 @@ impl Traffic {
         let request = match content {
             [KEY_UPDATE, 0, 0, 1, request] => *request,
             [KEY_UPDATE, ..] => {
-                return Err(fatal(AlertDescription::DecodeError, "KeyUpdate not whole in its record"))
+                return Err(fatal(
+                    AlertDescription::DecodeError,
+                    "KeyUpdate not whole in its record",
+                ))
             }
             _ => {
                 return Err(fatal(
