@@ -195,15 +195,17 @@ fn key_updates_both_ways_keep_the_stream_whole_then_close_notify_ends_it() {
             true
         });
         assert_eq!(read.unwrap(), TlsRead::Drained);
-        // Our KeyUpdate(update_not_requested), alone: 5-byte header, the
-        // 5-byte message, its content type, the 16-byte tag.
-        assert_eq!(pipe.outbound.len(), 27, "round {round}");
-        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+        // Our KeyUpdate waits for our next data record.
+        assert!(pipe.outbound.is_empty(), "round {round}");
         let mut want = vec![round; 100];
         want.extend_from_slice(&[round + 100; 20_000]);
         assert_eq!(got, want, "round {round}");
         let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
         io.write_all(&want).unwrap();
+        // First our KeyUpdate(update_not_requested) alone: a 5-byte header
+        // whose length is 22 (the 5-byte message, its content type, the
+        // 16-byte tag), then the data under the new key.
+        assert_eq!(pipe.outbound[..5], [23, 3, 3, 0, 22], "round {round}");
         let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
         assert_eq!(back, want, "round {round}: the echo decrypts under the new keys");
     }
@@ -244,6 +246,44 @@ fn a_key_update_in_the_same_read_as_the_clients_finished_is_answered() {
     io.write_all(b"echo").unwrap();
     let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
     assert_eq!(back, b"echo");
+}
+
+/// A client that only sends KeyUpdates (each costs a key derivation and
+/// returns nothing) is cut off after 32 in a row with unexpected_message,
+/// as rustls does; 32 are fine, and data in between resets the count.
+#[test]
+fn thirty_three_key_updates_in_a_row_get_unexpected_message() {
+    let (cfg, cert) = configs("kuflood");
+    let mut c = client(&cert, &rustls::version::TLS13);
+    let mut s = TlsConn::new(cfg).unwrap();
+    let mut scratch = TlsScratch::new();
+    let mut pipe =
+        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    }
+    for _ in 0..32 {
+        c.refresh_traffic_keys().unwrap();
+    }
+    c.writer().write_all(b"x").unwrap();
+    for _ in 0..32 {
+        c.refresh_traffic_keys().unwrap();
+    }
+    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    assert_eq!(got, b"x", "32 in a row, data, 32 more: still fine");
+    c.refresh_traffic_keys().unwrap();
+    while c.wants_write() {
+        c.write_tls(&mut pipe.inbound).unwrap();
+    }
+    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
+    assert!(io.read(false, |_| panic!("no data")).is_err(), "the 33rd");
+    let mut r = &pipe.outbound[..];
+    c.read_tls(&mut r).unwrap();
+    assert_eq!(
+        c.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage)
+    );
 }
 
 #[test]

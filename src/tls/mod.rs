@@ -135,6 +135,14 @@ impl TlsConn {
         self.ready
     }
 
+    /// Drops the worker's cached AEAD contexts of this connection (it is
+    /// going away).
+    pub fn forget_keys(&self, scratch: &mut TlsScratch) {
+        if let Engine::Traffic(t) = &self.engine {
+            scratch.keys.forget(t);
+        }
+    }
+
     /// The record layer runs without rustls's connection state (a TLS 1.3
     /// connection after its handshake).
     pub fn is_compact(&self) -> bool {
@@ -146,7 +154,8 @@ impl TlsConn {
     fn hand_over(&mut self) -> io::Result<()> {
         let tls13 = matches!(&self.engine, Engine::Rustls(c)
             if c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
-                && !c.is_handshaking());
+                && !c.is_handshaking()
+                && c.negotiated_cipher_suite().is_some_and(|s| traffic::supports(s.suite())));
         if !tls13 || self.keep_rustls {
             return Ok(());
         }
@@ -627,7 +636,7 @@ impl<S: Read + Write> TlsIo<'_, S> {
         let mut used = 0;
         loop {
             let buf = &mut rx[start + used..end];
-            match t.open(keys, buf, tx) {
+            match t.open(keys, buf) {
                 Ok(None) => return Ok((used, Step::NeedMore)),
                 Ok(Some((n, opened))) => {
                     used += n;

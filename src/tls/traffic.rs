@@ -20,9 +20,12 @@
 //! data is handed over, close_notify ends the stream, user_canceled is
 //! ignored, any other alert is fatal; the only handshake message accepted
 //! is a KeyUpdate, whole in its record and last in it (a client that
-//! fragments one is refused with unexpected_message: rustls's clients,
-//! browsers and OpenSSL never do); one with update_requested is answered by
-//! our own KeyUpdate before any more data. Sent: data in records of at most
+//! fragments one is refused with decode_error: rustls's clients, browsers
+//! and OpenSSL never do); one or more with update_requested are answered by
+//! one KeyUpdate of ours before our next data record. A peer gets at most
+//! 32 KeyUpdates, 32 empty records and 4 user_canceled warnings in a row
+//! without data between them (rustls's limits, after BoringSSL): each costs
+//! work and brings nothing. Sent: data in records of at most
 //! 16 KiB, our KeyUpdate every 2^24 records (AES-GCM's limit, RFC 8446
 //! 5.5), close_notify and fatal alerts. Every failure names the alert to
 //! send ([`Fatal`]).
@@ -48,6 +51,12 @@ pub const MAX_FRAGMENT: usize = 16 << 10;
 const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
 /// Records sealed under one key before we send a KeyUpdate.
 const REKEY_AFTER: u64 = 1 << 24;
+/// KeyUpdates, empty data records and warning alerts a peer may send in a
+/// row (without data between them) before it is cut off, as rustls
+/// (after BoringSSL): each costs work and returns nothing.
+const MAX_KEY_UPDATES: u8 = 32;
+const MAX_EMPTY_RECORDS: u8 = 32;
+const MAX_WARNINGS: u8 = 4;
 
 const APPLICATION_DATA: u8 = 23;
 const HANDSHAKE: u8 = 22;
@@ -220,6 +229,24 @@ pub struct Traffic {
     alg: Alg,
     tx: Direction,
     rx: Direction,
+    /// The peer asked for our KeyUpdate: it goes before our next data
+    /// record (one for any number of requests, RFC 8446 4.6.3).
+    reply_owed: bool,
+    /// Records in a row that brought no data, by kind.
+    key_updates: u8,
+    empty_records: u8,
+    warnings: u8,
+}
+
+/// This layer runs connections of `suite`.
+pub fn supports(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256
+            | S::TLS13_AES_256_GCM_SHA384
+            | S::TLS13_CHACHA20_POLY1305_SHA256
+    )
 }
 
 impl Traffic {
@@ -240,17 +267,27 @@ impl Traffic {
         let tx = Direction::new(alg, tx_seq, tx)?;
         let rx = Direction::new(alg, rx_seq, rx)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Some(Traffic { id, kernel, alg, tx, rx })
+        Some(Traffic {
+            id,
+            kernel,
+            alg,
+            tx,
+            rx,
+            reply_owed: false,
+            key_updates: 0,
+            empty_records: 0,
+            warnings: 0,
+        })
     }
 
     /// Opens the record at the start of `buf` in place. `Ok(None)`: `buf`
     /// does not hold a whole record yet. Otherwise the bytes the record took
-    /// and what it held; a KeyUpdate asking for ours seals it into `out`.
+    /// and what it held (a KeyUpdate asking for ours is answered before our
+    /// next data record, [`Traffic::seal_data`]).
     pub fn open(
         &mut self,
         keys: &mut TurnKeys,
         buf: &mut [u8],
-        out: &mut Vec<u8>,
     ) -> Result<Option<(usize, Opened)>, Fatal> {
         keys.claim(self.id);
         if buf.len() < HEADER {
@@ -289,15 +326,37 @@ impl Traffic {
                 "record without a content type",
             ));
         };
-        if end > MAX_FRAGMENT {
+        // RFC 8446 5.4: TLSInnerPlaintext (content, type, padding) at most
+        // 2^14 + 1 bytes.
+        if plain.len() > MAX_FRAGMENT + 1 {
             return Err(fatal(AlertDescription::RecordOverflow, "plaintext longer than 2^14"));
         }
         let content = &plain[..end];
         let opened = match plain[end] {
-            APPLICATION_DATA => Opened::Data(HEADER..HEADER + end),
+            APPLICATION_DATA if end == 0 => {
+                self.empty_records += 1;
+                if self.empty_records > MAX_EMPTY_RECORDS {
+                    return Err(fatal(
+                        AlertDescription::UnexpectedMessage,
+                        "too many empty records",
+                    ));
+                }
+                Opened::Nothing
+            }
+            APPLICATION_DATA => {
+                (self.key_updates, self.empty_records, self.warnings) = (0, 0, 0);
+                Opened::Data(HEADER..HEADER + end)
+            }
+            ALERT | HANDSHAKE if end == 0 => {
+                return Err(fatal(
+                    AlertDescription::UnexpectedMessage,
+                    "empty alert or handshake record",
+                ))
+            }
             ALERT => self.alert(content)?,
             HANDSHAKE => {
-                self.handshake(content, keys, out)?;
+                self.handshake(content)?;
+                keys.open = None;
                 Opened::Nothing
             }
             _ => return Err(fatal(AlertDescription::UnexpectedMessage, "unexpected content type")),
@@ -305,26 +364,35 @@ impl Traffic {
         Ok(Some((total, opened)))
     }
 
-    fn alert(&self, content: &[u8]) -> Result<Opened, Fatal> {
+    fn alert(&mut self, content: &[u8]) -> Result<Opened, Fatal> {
         let [_level, desc] = content else {
             return Err(fatal(AlertDescription::DecodeError, "alert record not two bytes"));
         };
         match AlertDescription::from(*desc) {
             AlertDescription::CloseNotify => Ok(Opened::Closed),
-            AlertDescription::UserCanceled => Ok(Opened::Nothing),
+            AlertDescription::UserCanceled => {
+                self.warnings += 1;
+                if self.warnings > MAX_WARNINGS {
+                    return Err(fatal(AlertDescription::UnexpectedMessage, "too many warnings"));
+                }
+                Ok(Opened::Nothing)
+            }
             _ => Err(Fatal { alert: None, why: "the peer sent a fatal alert" }),
         }
     }
 
-    /// A post-handshake message: only a KeyUpdate, whole and alone.
-    fn handshake(
-        &mut self,
-        content: &[u8],
-        keys: &mut TurnKeys,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Fatal> {
+    /// A post-handshake message: only a KeyUpdate, whole and alone. The
+    /// caller drops its opening context (the receive key changed).
+    fn handshake(&mut self, content: &[u8]) -> Result<(), Fatal> {
         let request = match content {
             [KEY_UPDATE, 0, 0, 1, request] => *request,
+            // RFC 8446 5.1: a key change must end its record.
+            [KEY_UPDATE, 0, 0, 1, _, _, ..] => {
+                return Err(fatal(
+                    AlertDescription::UnexpectedMessage,
+                    "KeyUpdate not at the end of its record",
+                ))
+            }
             [KEY_UPDATE, ..] => {
                 return Err(fatal(
                     AlertDescription::DecodeError,
@@ -341,16 +409,17 @@ impl Traffic {
         if request > 1 {
             return Err(fatal(AlertDescription::IllegalParameter, "KeyUpdate request not 0 or 1"));
         }
+        self.key_updates += 1;
+        if self.key_updates > MAX_KEY_UPDATES {
+            return Err(fatal(AlertDescription::UnexpectedMessage, "too many KeyUpdates"));
+        }
         let (seq, secrets) = self
             .kernel
             .update_rx_secret()
             .map_err(|_| fatal(AlertDescription::InternalError, "receive key update failed"))?;
         self.rx = Direction::new(self.alg, seq, secrets)
             .ok_or(fatal(AlertDescription::InternalError, "receive key update failed"))?;
-        keys.open = None;
-        if request == 1 {
-            self.key_update(keys, out)?;
-        }
+        self.reply_owed |= request == 1;
         Ok(())
     }
 
@@ -377,6 +446,9 @@ impl Traffic {
         out: &mut Vec<u8>,
     ) -> Result<(), Fatal> {
         keys.claim(self.id);
+        if std::mem::take(&mut self.reply_owed) {
+            self.key_update(keys, out)?;
+        }
         for part in plain.chunks(MAX_FRAGMENT) {
             if self.tx.seq >= REKEY_AFTER {
                 self.key_update(keys, out)?;
@@ -408,16 +480,26 @@ impl Traffic {
         out.extend_from_slice(&(len as u16).to_be_bytes());
         out.extend_from_slice(plain);
         out.push(content_type);
-        let key = match &mut keys.seal {
-            Some(k) => k,
-            empty => empty.insert(self.tx.context(self.alg)?),
-        };
-        let nonce = self.tx.next_nonce()?;
-        let (head, body) = out[at..].split_at_mut(HEADER);
-        let tag = key
-            .seal_in_place_separate_tag(nonce, Aad::from(&head[..]), body)
-            .map_err(|_| fatal(AlertDescription::InternalError, "record failed to encrypt"))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(())
+        let sealed = (|| {
+            let key = match &mut keys.seal {
+                Some(k) => k,
+                empty => empty.insert(self.tx.context(self.alg)?),
+            };
+            let nonce = self.tx.next_nonce()?;
+            let (head, body) = out[at..].split_at_mut(HEADER);
+            key.seal_in_place_separate_tag(nonce, Aad::from(&head[..]), body)
+                .map_err(|_| fatal(AlertDescription::InternalError, "record failed to encrypt"))
+        })();
+        match sealed {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                Ok(())
+            }
+            Err(f) => {
+                // No plaintext may stay behind in what is sent.
+                out.truncate(at);
+                Err(f)
+            }
+        }
     }
 }

@@ -595,6 +595,9 @@ impl Worker {
         if let Some(id) = slot.timer {
             self.wheel.cancel(id);
         }
+        if let Some(tls) = &slot.tls {
+            tls.forget_keys(&mut self.tls_scratch);
+        }
         // On Linux, closing the descriptor (dropping the slot) removes it
         // from epoll: an explicit EPOLL_CTL_DEL would be one more syscall per
         // connection. (An event already returned for this key in the current
