@@ -121,6 +121,74 @@ fn exchange(
     plain
 }
 
+/// A rustls client and the server's TLS state over one in-memory socket
+/// (whole reads, room without limit unless a test changes `pipe`).
+struct Session {
+    c: rustls::ClientConnection,
+    s: TlsConn,
+    scratch: TlsScratch,
+    pipe: Pipe,
+}
+
+impl Session {
+    fn with_client(cfg: &Arc<rustls::ServerConfig>, c: rustls::ClientConnection) -> Session {
+        Session {
+            c,
+            s: TlsConn::new(cfg.clone()).unwrap(),
+            scratch: TlsScratch::new(),
+            pipe: Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 },
+        }
+    }
+
+    fn new(
+        cfg: &Arc<rustls::ServerConfig>,
+        cert: &rcgen::Certificate,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Session {
+        Session::with_client(cfg, client(cert, version))
+    }
+
+    /// A session whose handshake is done on both sides.
+    fn handshaken(
+        cfg: &Arc<rustls::ServerConfig>,
+        cert: &rcgen::Certificate,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Session {
+        let mut t = Session::new(cfg, cert, version);
+        for _ in 0..4 {
+            t.exchange(&mut Vec::new());
+        }
+        assert!(!t.c.is_handshaking() && t.s.is_ready());
+        t
+    }
+
+    /// [`exchange`] on this session.
+    fn exchange(&mut self, got: &mut Vec<u8>) -> Vec<u8> {
+        exchange(&mut self.c, &mut self.s, &mut self.pipe, &mut self.scratch, got)
+    }
+
+    /// The server's pump for one turn.
+    fn io(&mut self) -> TlsIo<'_, Pipe> {
+        TlsIo { tls: &mut self.s, sock: &mut self.pipe, scratch: &mut self.scratch }
+    }
+
+    /// The client's records so far, as they are (for a test to alter).
+    fn client_records(&mut self) -> Vec<u8> {
+        let mut records = Vec::new();
+        while self.c.wants_write() {
+            self.c.write_tls(&mut records).unwrap();
+        }
+        records
+    }
+
+    /// The client reads what the server wrote and fails with this.
+    fn client_error(&mut self) -> rustls::Error {
+        let mut r = &self.pipe.outbound[..];
+        self.c.read_tls(&mut r).unwrap();
+        self.c.process_new_packets().unwrap_err()
+    }
+}
+
 #[test]
 fn records_split_anywhere_large_messages_and_no_buffer_held_when_idle() {
     let (cfg, cert) = configs("idle");
@@ -171,50 +239,37 @@ fn records_split_anywhere_large_messages_and_no_buffer_held_when_idle() {
 #[test]
 fn key_updates_both_ways_keep_the_stream_whole_then_close_notify_ends_it() {
     let (cfg, cert) = configs("keyupdate");
-    let mut c = client(&cert, &rustls::version::TLS13);
-    let mut s = TlsConn::new(cfg).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
-    let mut got = Vec::new();
-    for _ in 0..4 {
-        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
-    }
-    assert!(s.is_compact());
+    let mut t = Session::handshaken(&cfg, &cert, &rustls::version::TLS13);
+    assert!(t.s.is_compact());
     for round in 0..5u8 {
-        c.writer().write_all(&[round; 100]).unwrap();
-        c.refresh_traffic_keys().unwrap();
-        c.writer().write_all(&[round + 100; 20_000]).unwrap();
-        got.clear();
-        while c.wants_write() {
-            c.write_tls(&mut pipe.inbound).unwrap();
-        }
-        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-        let read = io.read(false, |p| {
+        t.c.writer().write_all(&[round; 100]).unwrap();
+        t.c.refresh_traffic_keys().unwrap();
+        t.c.writer().write_all(&[round + 100; 20_000]).unwrap();
+        let records = t.client_records();
+        t.pipe.inbound.extend_from_slice(&records);
+        let mut got = Vec::new();
+        let read = t.io().read(false, |p| {
             got.extend_from_slice(p);
             true
         });
         assert_eq!(read.unwrap(), TlsRead::Drained);
         // Our KeyUpdate waits for our next data record.
-        assert!(pipe.outbound.is_empty(), "round {round}");
+        assert!(t.pipe.outbound.is_empty(), "round {round}");
         let mut want = vec![round; 100];
         want.extend_from_slice(&[round + 100; 20_000]);
         assert_eq!(got, want, "round {round}");
-        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-        io.write_all(&want).unwrap();
+        t.io().write_all(&want).unwrap();
         // First our KeyUpdate(update_not_requested) alone: a 5-byte header
         // whose length is 22 (the 5-byte message, its content type, the
         // 16-byte tag), then the data under the new key.
-        assert_eq!(pipe.outbound[..5], [23, 3, 3, 0, 22], "round {round}");
-        let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
+        assert_eq!(t.pipe.outbound[..5], [23, 3, 3, 0, 22], "round {round}");
+        let back = t.exchange(&mut Vec::new());
         assert_eq!(back, want, "round {round}: the echo decrypts under the new keys");
     }
-    c.send_close_notify();
-    while c.wants_write() {
-        c.write_tls(&mut pipe.inbound).unwrap();
-    }
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    assert_eq!(io.read(false, |_| panic!("no data")).unwrap(), TlsRead::Eof);
+    t.c.send_close_notify();
+    let records = t.client_records();
+    t.pipe.inbound.extend_from_slice(&records);
+    assert_eq!(t.io().read(false, |_| panic!("no data")).unwrap(), TlsRead::Eof);
 }
 
 /// Found by the `tls` fuzz target: the client's Finished, its first data,
@@ -226,26 +281,20 @@ fn key_updates_both_ways_keep_the_stream_whole_then_close_notify_ends_it() {
 #[test]
 fn a_key_update_in_the_same_read_as_the_clients_finished_is_answered() {
     let (cfg, cert) = configs("kuhandover");
-    let mut c = client(&cert, &rustls::version::TLS13);
-    let mut s = TlsConn::new(cfg).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut t = Session::new(&cfg, &cert, &rustls::version::TLS13);
     let mut got = Vec::new();
     // ClientHello in, the server's flight out: the client is done, its
     // Finished not yet sent.
-    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
-    assert!(!c.is_handshaking() && !s.is_ready());
-    c.writer().write_all(b"before").unwrap();
-    c.refresh_traffic_keys().unwrap();
-    c.writer().write_all(b"after").unwrap();
-    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    t.exchange(&mut got);
+    assert!(!t.c.is_handshaking() && !t.s.is_ready());
+    t.c.writer().write_all(b"before").unwrap();
+    t.c.refresh_traffic_keys().unwrap();
+    t.c.writer().write_all(b"after").unwrap();
+    t.exchange(&mut got);
     assert_eq!(got, b"beforeafter");
-    assert!(s.is_compact());
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    io.write_all(b"echo").unwrap();
-    let back = exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
-    assert_eq!(back, b"echo");
+    assert!(t.s.is_compact());
+    t.io().write_all(b"echo").unwrap();
+    assert_eq!(t.exchange(&mut Vec::new()), b"echo");
 }
 
 /// A client that only sends KeyUpdates (each costs a key derivation and
@@ -254,34 +303,23 @@ fn a_key_update_in_the_same_read_as_the_clients_finished_is_answered() {
 #[test]
 fn thirty_three_key_updates_in_a_row_get_unexpected_message() {
     let (cfg, cert) = configs("kuflood");
-    let mut c = client(&cert, &rustls::version::TLS13);
-    let mut s = TlsConn::new(cfg).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut t = Session::handshaken(&cfg, &cert, &rustls::version::TLS13);
+    for _ in 0..32 {
+        t.c.refresh_traffic_keys().unwrap();
+    }
+    t.c.writer().write_all(b"x").unwrap();
+    for _ in 0..32 {
+        t.c.refresh_traffic_keys().unwrap();
+    }
     let mut got = Vec::new();
-    for _ in 0..4 {
-        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
-    }
-    for _ in 0..32 {
-        c.refresh_traffic_keys().unwrap();
-    }
-    c.writer().write_all(b"x").unwrap();
-    for _ in 0..32 {
-        c.refresh_traffic_keys().unwrap();
-    }
-    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
+    t.exchange(&mut got);
     assert_eq!(got, b"x", "32 in a row, data, 32 more: still fine");
-    c.refresh_traffic_keys().unwrap();
-    while c.wants_write() {
-        c.write_tls(&mut pipe.inbound).unwrap();
-    }
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    assert!(io.read(false, |_| panic!("no data")).is_err(), "the 33rd");
-    let mut r = &pipe.outbound[..];
-    c.read_tls(&mut r).unwrap();
+    t.c.refresh_traffic_keys().unwrap();
+    let records = t.client_records();
+    t.pipe.inbound.extend_from_slice(&records);
+    assert!(t.io().read(false, |_| panic!("no data")).is_err(), "the 33rd");
     assert_eq!(
-        c.process_new_packets().unwrap_err(),
+        t.client_error(),
         rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage)
     );
 }
@@ -289,15 +327,9 @@ fn thirty_three_key_updates_in_a_row_get_unexpected_message() {
 #[test]
 fn a_socket_that_takes_little_keeps_sealed_records_until_writable() {
     let (cfg, cert) = configs("slow");
-    let mut c = client(&cert, &rustls::version::TLS13);
-    let mut s = TlsConn::new(cfg.clone()).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let Session { mut c, mut s, mut scratch, mut pipe } =
+        Session::handshaken(&cfg, &cert, &rustls::version::TLS13);
     let mut got = Vec::new();
-    for _ in 0..4 {
-        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
-    }
     // Part of a record waits in the connection while the server writes.
     c.writer().write_all(b"abc").unwrap();
     let mut record = Vec::new();
@@ -347,31 +379,22 @@ fn a_socket_that_takes_little_keeps_sealed_records_until_writable() {
 fn a_hello_too_large_to_reassemble_gets_a_decode_error_alert() {
     let (cfg, cert) = configs("toolarge");
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut c = client(&cert, version);
-        let mut s = TlsConn::new(cfg.clone()).unwrap();
-        let mut scratch = TlsScratch::new();
-        let mut pipe =
-            Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
-        while c.wants_write() {
-            c.write_tls(&mut pipe.inbound).unwrap();
-        }
+        let mut t = Session::new(&cfg, &cert, version);
+        let mut hello = t.client_records();
         // Record header (5 bytes), handshake type, then the 24-bit length:
         // its top bit set says 8 MiB.
-        assert_eq!(pipe.inbound[5], 1, "a ClientHello");
-        pipe.inbound[6] ^= 0x80;
-        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-        let err = io.read(false, |_| panic!("no plaintext")).unwrap_err();
+        assert_eq!(hello[5], 1, "a ClientHello");
+        hello[6] ^= 0x80;
+        t.pipe.inbound.extend_from_slice(&hello);
+        let err = t.io().read(false, |_| panic!("no plaintext")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-        let mut r = &pipe.outbound[..];
-        c.read_tls(&mut r).unwrap();
         assert_eq!(
-            c.process_new_packets().unwrap_err(),
+            t.client_error(),
             rustls::Error::AlertReceived(rustls::AlertDescription::DecodeError),
             "{version:?}"
         );
         // Nothing more: the connection is over.
-        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-        assert_eq!(io.write(b"x").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(t.io().write(b"x").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
     }
 }
 
@@ -390,21 +413,13 @@ fn an_alert_behind_a_server_hello_reaches_the_client() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     ccfg.alpn_protocols = vec![b"h2".to_vec()];
-    let mut c =
-        rustls::ClientConnection::new(Arc::new(ccfg), "localhost".try_into().unwrap()).unwrap();
-    let mut s = TlsConn::new(cfg).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
-    while c.wants_write() {
-        c.write_tls(&mut pipe.inbound).unwrap();
-    }
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    assert!(io.read(false, |_| panic!("no plaintext")).is_err());
-    let mut r = &pipe.outbound[..];
-    c.read_tls(&mut r).unwrap();
+    let c = rustls::ClientConnection::new(Arc::new(ccfg), "localhost".try_into().unwrap()).unwrap();
+    let mut t = Session::with_client(&cfg, c);
+    let hello = t.client_records();
+    t.pipe.inbound.extend_from_slice(&hello);
+    assert!(t.io().read(false, |_| panic!("no plaintext")).is_err());
     assert_eq!(
-        c.process_new_packets().unwrap_err(),
+        t.client_error(),
         rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
     );
 }
@@ -417,29 +432,15 @@ fn an_alert_behind_a_server_hello_reaches_the_client() {
 fn a_corrupted_record_gets_bad_record_mac_once() {
     let (cfg, cert) = configs("badmac");
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut c = client(&cert, version);
-        let mut s = TlsConn::new(cfg.clone()).unwrap();
-        let mut scratch = TlsScratch::new();
-        let mut pipe =
-            Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
-        let mut got = Vec::new();
-        for _ in 0..4 {
-            exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut got);
-        }
-        c.writer().write_all(b"hello").unwrap();
-        let mut record = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut record).unwrap();
-        }
+        let mut t = Session::handshaken(&cfg, &cert, version);
+        t.c.writer().write_all(b"hello").unwrap();
+        let mut record = t.client_records();
         let last = record.len() - 1;
         record[last] ^= 1;
-        pipe.inbound.extend_from_slice(&record);
-        let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-        assert!(io.read(false, |_| panic!("nothing decrypts")).is_err());
-        let mut r = &pipe.outbound[..];
-        c.read_tls(&mut r).unwrap();
+        t.pipe.inbound.extend_from_slice(&record);
+        assert!(t.io().read(false, |_| panic!("nothing decrypts")).is_err());
         assert_eq!(
-            c.process_new_packets().unwrap_err(),
+            t.client_error(),
             rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
             "{version:?}"
         );
@@ -453,26 +454,16 @@ fn a_corrupted_record_gets_bad_record_mac_once() {
 #[test]
 fn a_tls12_client_flight_with_a_bad_length_gets_an_alert() {
     let (cfg, cert) = configs("tls12len");
-    let mut c = client(&cert, &rustls::version::TLS12);
-    let mut s = TlsConn::new(cfg).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
+    let mut t = Session::new(&cfg, &cert, &rustls::version::TLS12);
     // ClientHello in, the server's flight out to the client.
-    exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
-    let mut flight = Vec::new();
-    while c.wants_write() {
-        c.write_tls(&mut flight).unwrap();
-    }
+    t.exchange(&mut Vec::new());
+    let mut flight = t.client_records();
     assert_eq!((flight[0], flight[5]), (22, 16), "a ClientKeyExchange record");
     flight[8] ^= 0x40;
-    pipe.inbound.extend_from_slice(&flight);
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    assert!(io.read(false, |_| panic!("no plaintext")).is_err());
-    let mut r = &pipe.outbound[..];
-    c.read_tls(&mut r).unwrap();
+    t.pipe.inbound.extend_from_slice(&flight);
+    assert!(t.io().read(false, |_| panic!("no plaintext")).is_err());
     assert_eq!(
-        c.process_new_packets().unwrap_err(),
+        t.client_error(),
         rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage)
     );
 }
@@ -484,26 +475,14 @@ fn a_tls12_client_flight_with_a_bad_length_gets_an_alert() {
 #[test]
 fn records_after_our_close_notify_are_dropped_until_the_end_of_stream() {
     let (cfg, cert) = configs("afterclose");
-    let mut c = client(&cert, &rustls::version::TLS13);
-    let mut s = TlsConn::new(cfg).unwrap();
-    let mut scratch = TlsScratch::new();
-    let mut pipe =
-        Pipe { inbound: Vec::new(), outbound: Vec::new(), chunk: 1 << 20, room: 1 << 30 };
-    for _ in 0..4 {
-        exchange(&mut c, &mut s, &mut pipe, &mut scratch, &mut Vec::new());
-    }
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    io.close_notify();
-    c.writer().write_all(b"late").unwrap();
-    let mut record = Vec::new();
-    while c.wants_write() {
-        c.write_tls(&mut record).unwrap();
-    }
+    let mut t = Session::handshaken(&cfg, &cert, &rustls::version::TLS13);
+    t.io().close_notify();
+    t.c.writer().write_all(b"late").unwrap();
+    let mut record = t.client_records();
     let last = record.len() - 1;
     record[last] ^= 1;
-    pipe.inbound.extend_from_slice(&record);
-    let mut io = TlsIo { tls: &mut s, sock: &mut pipe, scratch: &mut scratch };
-    assert_eq!(io.read(false, |_| panic!("nothing after close")).unwrap(), TlsRead::Drained);
-    assert!(pipe.inbound.is_empty(), "read and dropped");
-    assert_eq!(s.buffered_bytes(), 0);
+    t.pipe.inbound.extend_from_slice(&record);
+    assert_eq!(t.io().read(false, |_| panic!("nothing after close")).unwrap(), TlsRead::Drained);
+    assert!(t.pipe.inbound.is_empty(), "read and dropped");
+    assert_eq!(t.s.buffered_bytes(), 0);
 }
