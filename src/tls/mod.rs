@@ -36,7 +36,7 @@ mod config;
 mod traffic;
 pub use crate::config::CipherOrder;
 pub use config::{load_server_config, load_server_config_with, TlsError};
-use traffic::{KeyCache, Opened, Traffic, TurnKeys};
+use traffic::{KeyCache, Opened, Traffic, TurnKeys, APPLICATION_DATA, HEADER, MAX_FRAGMENT};
 
 /// What [`TlsIo::read`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,8 +58,6 @@ const MAX_PLAIN_PER_WRITE: usize = 64 << 10;
 /// Slices at least this long are sealed in place; shorter ones are gathered
 /// with their neighbours into one record.
 const GATHER_BELOW: usize = 4 << 10;
-/// Largest TLS plaintext fragment (RFC 8446 5.1: 2^14 bytes).
-const MAX_FRAGMENT: usize = 16 << 10;
 /// Room for one record's header, content type, padding and tag, generously.
 const RECORD_OVERHEAD: usize = 64;
 /// Socket reads per turn at most (then others get a go).
@@ -68,7 +66,7 @@ const MAX_READS_PER_TURN: usize = 4;
 const READ_SIZE: usize = 64 << 10;
 /// Largest TLS record on the wire: 2^14 plaintext plus 2048 (RFC 8446 5.2
 /// allows 2^14 + 256; TLS 1.2's RFC 5246 6.2.3, 2^14 + 2048).
-const MAX_RECORD: usize = MAX_FRAGMENT + 2048 + 5;
+const MAX_RECORD: usize = MAX_FRAGMENT + 2048 + HEADER;
 
 /// One connection's TLS state: rustls's state machine and keys, and the
 /// bytes that wait between turns (none while idle).
@@ -340,9 +338,9 @@ impl Sealer<'_> {
 /// application data until rustls reports the handshake done.
 fn rustls_limit(buf: &[u8], handshaking: bool) -> usize {
     let mut at = 0;
-    while at + 5 <= buf.len() {
-        let end = at + 5 + usize::from(u16::from_be_bytes([buf[at + 3], buf[at + 4]]));
-        if buf[at] == 23 {
+    while at + HEADER <= buf.len() {
+        let end = at + HEADER + usize::from(u16::from_be_bytes([buf[at + 3], buf[at + 4]]));
+        if buf[at] == APPLICATION_DATA {
             return if handshaking { end.min(buf.len()) } else { at };
         }
         at = end;
@@ -651,7 +649,6 @@ impl<S: Read + Write> TlsIo<'_, S> {
                     if let Some(desc) = f.alert {
                         t.seal_alert(keys, desc, tx);
                     }
-                    *keys = TurnKeys::default();
                     return Err(io::Error::new(io::ErrorKind::InvalidData, f.why));
                 }
             }
@@ -670,7 +667,6 @@ impl<S: Read + Write> TlsIo<'_, S> {
             Engine::Traffic(t) => {
                 let keys = self.scratch.keys.of(t);
                 t.seal_alert(keys, rustls::AlertDescription::CloseNotify, &mut tls.tx);
-                self.scratch.keys.forget(t);
                 let _ = self.flush_records();
                 return;
             }

@@ -42,11 +42,11 @@ use rustls::{AlertDescription, ConnectionTrafficSecrets, ExtractedSecrets};
 use zeroize::Zeroize;
 
 /// Record header: type, legacy version, length.
-pub const HEADER: usize = 5;
+pub(super) const HEADER: usize = 5;
 /// AEAD tag of every suite here.
-pub const TAG: usize = 16;
+const TAG: usize = 16;
 /// Largest plaintext fragment (RFC 8446 5.1: 2^14 bytes).
-pub const MAX_FRAGMENT: usize = 16 << 10;
+pub(super) const MAX_FRAGMENT: usize = 16 << 10;
 /// Largest TLSCiphertext.length (RFC 8446 5.2: 2^14 + 256).
 const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
 /// Records sealed under one key before we send a KeyUpdate.
@@ -58,7 +58,7 @@ const MAX_KEY_UPDATES: u8 = 32;
 const MAX_EMPTY_RECORDS: u8 = 32;
 const MAX_WARNINGS: u8 = 4;
 
-const APPLICATION_DATA: u8 = 23;
+pub(super) const APPLICATION_DATA: u8 = 23;
 const HANDSHAKE: u8 = 22;
 const ALERT: u8 = 21;
 const KEY_UPDATE: u8 = 24;
@@ -94,6 +94,17 @@ enum Alg {
 }
 
 impl Alg {
+    /// The AEAD of TLS 1.3 suite `suite`, if this layer runs it.
+    fn of(suite: rustls::CipherSuite) -> Option<Alg> {
+        use rustls::CipherSuite as S;
+        match suite {
+            S::TLS13_AES_128_GCM_SHA256 => Some(Alg::Aes128Gcm),
+            S::TLS13_AES_256_GCM_SHA384 => Some(Alg::Aes256Gcm),
+            S::TLS13_CHACHA20_POLY1305_SHA256 => Some(Alg::Chacha20Poly1305),
+            _ => None,
+        }
+    }
+
     fn key_len(self) -> usize {
         match self {
             Alg::Aes128Gcm => 16,
@@ -240,13 +251,7 @@ pub struct Traffic {
 
 /// This layer runs connections of `suite`.
 pub fn supports(suite: rustls::CipherSuite) -> bool {
-    use rustls::CipherSuite as S;
-    matches!(
-        suite,
-        S::TLS13_AES_128_GCM_SHA256
-            | S::TLS13_AES_256_GCM_SHA384
-            | S::TLS13_CHACHA20_POLY1305_SHA256
-    )
+    Alg::of(suite).is_some()
 }
 
 impl Traffic {
@@ -256,13 +261,7 @@ impl Traffic {
         secrets: ExtractedSecrets,
         kernel: KernelConnection<ServerConnectionData>,
     ) -> Option<Traffic> {
-        use rustls::CipherSuite as S;
-        let alg = match kernel.negotiated_cipher_suite().suite() {
-            S::TLS13_AES_128_GCM_SHA256 => Alg::Aes128Gcm,
-            S::TLS13_AES_256_GCM_SHA384 => Alg::Aes256Gcm,
-            S::TLS13_CHACHA20_POLY1305_SHA256 => Alg::Chacha20Poly1305,
-            _ => return None,
-        };
+        let alg = Alg::of(kernel.negotiated_cipher_suite().suite())?;
         let ExtractedSecrets { tx: (tx_seq, tx), rx: (rx_seq, rx) } = secrets;
         let tx = Direction::new(alg, tx_seq, tx)?;
         let rx = Direction::new(alg, rx_seq, rx)?;
